@@ -1,0 +1,197 @@
+"""Typed settings of one Ripplecast node, validated at load.
+
+Sources, later ones winning: defaults, an optional TOML file (`--config FILE` or
+`RIPPLECAST_CONFIG`), environment variables `RIPPLECAST_<NAME>`, then CLI flags. Every limit the
+server enforces is a field here, so an operator can see and change it (`ripplecast config show`).
+Secret fields are `SecretStr` or listed in `SECRET_FIELDS` and are masked when shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SECRET_FIELDS = frozenset({"stream_keys"})
+"""Fields whose values are credentials and must never be printed or logged."""
+
+STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""What a stream name may look like: no slashes, no dots first (so no `..`), no controls."""
+
+
+class PublishMode(StrEnum):
+    """Who may publish: holders of a configured stream key, or anyone (development only)."""
+
+    KEYS = "keys"
+    OPEN = "open"
+
+
+_config_file: ContextVar[Path | None] = ContextVar("ripplecast_config_file", default=None)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads settings from the TOML file given to `load_settings` or named by RIPPLECAST_CONFIG."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            with path.open("rb") as f:
+                self._data = tomllib.load(f)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Everything one node needs to know at start; immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RIPPLECAST_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    # --- where to listen and keep data ---------------------------------------------------
+    rtmp_host: str = Field("0.0.0.0", description="Address the RTMP server binds to.")
+    rtmp_port: int = Field(1935, ge=0, le=65535, description="RTMP port (0 = any free port).")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 = any free port).")
+    public_host: str = Field(
+        "localhost", description="Host name shown in URLs printed for users (OBS server, players)."
+    )
+    data_dir: Path = Field(Path("data"), description="Folder for all state of this node.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- who may publish -----------------------------------------------------------------
+    publish_mode: PublishMode = Field(
+        PublishMode.KEYS, description="'keys': a stream key is needed; 'open': any name (dev)."
+    )
+    stream_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Stream key -> stream name. Empty: a key is generated into the data dir.",
+    )
+    rtmp_app: str = Field("live", description="The RTMP application name in publish/play URLs.")
+    stream_name_max_length: int = Field(64, ge=1, le=255, description="Longest stream name.")
+
+    # --- RTMP limits ---------------------------------------------------------------------
+    rtmp_handshake_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to finish the RTMP handshake."
+    )
+    rtmp_idle_timeout: float = Field(
+        30.0, gt=0, description="Seconds a connection may stay without publish or play."
+    )
+    rtmp_publisher_timeout: float = Field(
+        20.0, gt=0, description="Seconds without data after which a publisher is dropped."
+    )
+    rtmp_max_chunk_size: int = Field(
+        65536, ge=128, le=0x7FFFFFFF, description="Largest chunk size a peer may set."
+    )
+    rtmp_max_message_size: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest RTMP message (a keyframe) accepted."
+    )
+    rtmp_max_chunk_streams: int = Field(
+        64, ge=4, description="Most chunk stream ids one connection may use."
+    )
+    rtmp_out_chunk_size: int = Field(
+        4096, ge=128, le=65536, description="Chunk size Ripplecast sends with."
+    )
+    rtmp_ack_window: int = Field(
+        2_500_000, ge=1024, description="Window acknowledgement size sent to peers."
+    )
+    rtmp_max_connections: int = Field(
+        10_000, ge=1, description="Most RTMP connections open at once."
+    )
+    rtmp_max_bad_commands: int = Field(
+        16, ge=1, description="Unknown or invalid commands tolerated before closing."
+    )
+    amf_max_depth: int = Field(16, ge=2, le=64, description="Deepest AMF0 nesting accepted.")
+    amf_max_items: int = Field(4096, ge=16, description="Most entries in one AMF0 object.")
+
+    # --- live hub ------------------------------------------------------------------------
+    batch_interval_ms: int = Field(
+        50, ge=1, le=1000, description="Viewer sockets are written once per batch of this length."
+    )
+    gop_cache_max_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="Largest GOP kept for a new viewer's first frame."
+    )
+    reader_max_queue_bytes: int = Field(
+        2 * 1024 * 1024, ge=4096, description="Unsent bytes after which a viewer skips ahead."
+    )
+    reader_max_behind_seconds: float = Field(
+        10.0, gt=0, description="A viewer behind this long is disconnected."
+    )
+    reconnect_grace_seconds: float = Field(
+        10.0, ge=0, description="A stream whose publisher left waits this long for it to return."
+    )
+
+    # --- HLS -----------------------------------------------------------------------------
+    hls_enabled: bool = Field(True, description="Package every live stream to HLS.")
+    hls_segment_seconds: float = Field(
+        2.0, ge=0.5, le=20, description="Target segment duration (cut on the next keyframe)."
+    )
+    hls_window_segments: int = Field(6, ge=2, le=100, description="Segments in the playlist.")
+    hls_max_segment_bytes: int = Field(
+        64 * 1024 * 1024, ge=65536, description="A segment is cut when it reaches this size."
+    )
+
+    # --- HTTP ----------------------------------------------------------------------------
+    http_max_viewers: int = Field(10_000, ge=1, description="Most HTTP-FLV viewers at once.")
+    shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to close cleanly on SIGTERM.")
+
+    @field_validator("stream_keys")
+    @classmethod
+    def _check_stream_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if len(key) < 8:
+                raise ValueError("a stream key must be at least 8 characters")
+            if not STREAM_NAME_PATTERN.match(name):
+                raise ValueError(f"invalid stream name {name!r} for a stream key")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        if path is None and os.environ.get("RIPPLECAST_CONFIG"):
+            path = Path(os.environ["RIPPLECAST_CONFIG"])
+        toml = _TomlSource(settings_cls, path)
+        return (init_settings, env_settings, toml)
+
+    def masked(self) -> dict[str, Any]:
+        """Return the settings as plain data with every secret replaced by '***'."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            value = data.get(name)
+            if isinstance(value, dict):
+                data[name] = {f"***{i}": stream for i, stream in enumerate(value.values())}
+            elif value:
+                data[name] = "***"
+        return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from defaults, TOML, environment and `overrides` (CLI flags win).
+
+    Raises `pydantic.ValidationError` with every invalid field named.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**clean)
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,1 @@
+"""HTTP adapters (aiohttp): live media routes, operations endpoints; later API and pages."""

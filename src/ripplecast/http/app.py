@@ -1,0 +1,33 @@
+"""The node's aiohttp application: live media routes and the operations endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ripplecast.config import Settings
+from ripplecast.http.live import LiveRoutes
+from ripplecast.live.hub import Hub
+
+LIVE_ROUTES = web.AppKey("live_routes", LiveRoutes)
+
+
+def create_app(settings: Settings, hub: Hub, *, ready: Callable[[], bool]) -> web.Application:
+    """Build the application; `ready` says whether the node accepts publishers right now."""
+    app = web.Application(client_max_size=1024 * 1024)
+    live = LiveRoutes(settings, hub)
+    live.register(app)
+    app[LIVE_ROUTES] = live
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if not ready():
+            return web.json_response({"status": "not ready"}, status=503)
+        return web.json_response({"status": "ready", "streams": len(hub)})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,1 @@
+"""Protocol cores (sans-I/O) and their thin asyncio adapters."""

@@ -1,0 +1,394 @@
+"""RTMP server: the asyncio adapter around `ServerSession`, wired to the live hub.
+
+One `RtmpConnection` (an `asyncio.Protocol`) per client moves bytes between the socket and the
+sans-I/O session, acts on its events (connect, publish, play, media) and arms the timers
+(handshake, idle, publisher silence). A misbehaving peer closes its own connection with a logged
+reason and a counter; nothing it sends can reach another stream.
+
+Players are readers of the hub: their media is framed once per batch by `RtmpFormat` and the same
+bytes are written to every player (`rtmp_media_message`), next to the session's own replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import cast
+
+from ripplecast.config import Settings
+from ripplecast.errors import LimitExceeded, ProtocolError
+from ripplecast.live.access import PublishAuthorizer
+from ripplecast.live.hub import Hub, StreamBusy
+from ripplecast.live.names import InvalidStreamName, printable, validate_stream_name
+from ripplecast.live.stream import LiveStream, Reader, StreamEvent
+from ripplecast.media.flv import make_packet
+from ripplecast.media.packet import MediaPacket
+from ripplecast.protocols.rtmp.session import (
+    CommandRefused,
+    ConnectRequest,
+    MediaReceived,
+    Phase,
+    PlayRequest,
+    PublishRequest,
+    ServerSession,
+    SessionLimits,
+    StreamClosed,
+    rtmp_media_message,
+)
+
+log = logging.getLogger("ripplecast.rtmp")
+
+_connection_ids = itertools.count(1)
+
+
+class RtmpFormat:
+    """Frames media for RTMP players of one message stream id and chunk size."""
+
+    name = "rtmp"
+
+    def __init__(self, stream_id: int, chunk_size: int) -> None:
+        self.stream_id = stream_id
+        self.chunk_size = chunk_size
+
+    def frame(self, packets: Sequence[MediaPacket]) -> bytes:
+        sid, size = self.stream_id, self.chunk_size
+        return b"".join(
+            [
+                rtmp_media_message(p.kind, p.timestamp, p.payload, stream_id=sid, chunk_size=size)
+                for p in packets
+            ]
+        )
+
+
+class RtmpServer:
+    """Listens for RTMP clients and serves publishers and players from the hub."""
+
+    def __init__(self, settings: Settings, hub: Hub, authorizer: PublishAuthorizer) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.authorizer = authorizer
+        self.limits = SessionLimits(
+            max_chunk_size=settings.rtmp_max_chunk_size,
+            max_message_size=settings.rtmp_max_message_size,
+            max_chunk_streams=settings.rtmp_max_chunk_streams,
+            out_chunk_size=settings.rtmp_out_chunk_size,
+            ack_window=settings.rtmp_ack_window,
+            amf_max_depth=settings.amf_max_depth,
+            amf_max_items=settings.amf_max_items,
+            max_bad_commands=settings.rtmp_max_bad_commands,
+        )
+        self.connections: set[RtmpConnection] = set()
+        self.refused: Counter[str] = Counter()
+        """Connections closed or requests refused, by reason (for logs and metrics)."""
+        self._formats: dict[int, RtmpFormat] = {}
+        self._server: asyncio.Server | None = None
+
+    def format_for(self, stream_id: int) -> RtmpFormat:
+        """The shared format for players on message stream `stream_id`."""
+        fmt = self._formats.get(stream_id)
+        if fmt is None:
+            fmt = self._formats[stream_id] = RtmpFormat(stream_id, self.limits.out_chunk_size)
+        return fmt
+
+    async def start(self) -> None:
+        """Start listening on the configured host and port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: RtmpConnection(self),
+            self.settings.rtmp_host,
+            self.settings.rtmp_port,
+            reuse_address=True,
+        )
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when configured as 0)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("RTMP server is not listening")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop listening and close every connection, telling players the stream ended."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def count_refusal(self, reason: str) -> None:
+        self.refused[reason] += 1
+
+
+class RtmpConnection(asyncio.Protocol):
+    """One client connection (see module docstring)."""
+
+    def __init__(self, server: RtmpServer) -> None:
+        self.server = server
+        self.id = next(_connection_ids)
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.session = ServerSession(server.limits, timestamp_ms=int(time.time() * 1000))
+        self._deadline: asyncio.TimerHandle | None = None
+        self._publisher_check: asyncio.TimerHandle | None = None
+        self._last_data = 0.0
+        self.publishing: tuple[int, LiveStream] | None = None
+        self.playing: dict[int, tuple[LiveStream, Reader]] = {}
+        self._closing = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        settings = self.server.settings
+        if len(self.server.connections) >= settings.rtmp_max_connections:
+            self._refuse("rtmp_max_connections", "too many connections")
+            return
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(
+            settings.rtmp_handshake_timeout, self._timeout, "handshake timeout"
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_data = time.monotonic()
+        session = self.session
+        was_handshaking = not self._handshake_done
+        try:
+            session.receive_data(data)
+            if was_handshaking and self._handshake_done:
+                self._rearm_idle()
+            while (event := session.next_event()) is not None:
+                self._handle(event)
+                if self._closing:
+                    return
+        except ProtocolError as exc:
+            self._flush()
+            reason = exc.limit if isinstance(exc, LimitExceeded) else exc.reason
+            self._refuse(reason, str(exc))
+            return
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cleanup("connection closed by peer" if not self._closing else "closed")
+
+    # --- reader sink (for the hub) ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(data)
+
+    def buffered_bytes(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def close(self, reason: str) -> None:
+        if self._closing:
+            return
+        log.info("rtmp conn=%d peer=%s play stop: %s", self.id, self.peer, reason)
+        if reason == "reader too slow":
+            self.server.count_refusal("slow_reader")
+            self._close(abort=True)
+        else:
+            for stream_id, (stream, _reader) in self.playing.items():
+                self.session.end_play(stream_id, stream.name)
+            self._flush()
+            self._close()
+
+    def stream_event(self, event: StreamEvent) -> None:
+        for stream_id, (stream, _reader) in self.playing.items():
+            if event is StreamEvent.UNPUBLISHED:
+                self.session.notify_unpublished(stream_id, stream.name)
+            elif event is StreamEvent.REPUBLISHED:
+                self.session.notify_republished(stream_id, stream.name)
+        self._flush()
+
+    # --- internals --------------------------------------------------------------------------
+
+    @property
+    def _handshake_done(self) -> bool:
+        return self.session.phase is not Phase.HANDSHAKE
+
+    def shutdown(self) -> None:
+        """Server stopping: end plays cleanly, drop the publisher."""
+        if self.playing:
+            self.close("server shutting down")
+        else:
+            self._close()
+
+    def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _close(self, *, abort: bool = False) -> None:
+        self._closing = True
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.server.count_refusal(reason)
+        log.warning("rtmp conn=%d peer=%s closed: %s (%s)", self.id, self.peer, message, reason)
+        self._close()
+
+    def _timeout(self, what: str) -> None:
+        self._deadline = None
+        if not self._closing:
+            self._refuse(what.replace(" ", "_"), what)
+
+    def _rearm_idle(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(
+            self.server.settings.rtmp_idle_timeout, self._timeout, "idle timeout"
+        )
+
+    def _settle(self) -> None:
+        """A publish or play started: no more idle deadline."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, MediaReceived):
+            self._media(event)
+        elif isinstance(event, ConnectRequest):
+            self._connect(event)
+        elif isinstance(event, PublishRequest):
+            self._publish(event)
+        elif isinstance(event, PlayRequest):
+            self._play(event)
+        elif isinstance(event, StreamClosed):
+            self._stream_closed(event.stream_id, event.command)
+        elif isinstance(event, CommandRefused):
+            self.server.count_refusal("unknown_command")
+            log.info("rtmp conn=%d peer=%s refused: %s", self.id, self.peer, event.reason)
+
+    def _connect(self, event: ConnectRequest) -> None:
+        app = self.server.settings.rtmp_app
+        if event.app != app:
+            self.session.reject_connect(f"unknown application {printable(event.app)!r}")
+            self._flush()
+            self._refuse("bad_app", f"connect to unknown application {printable(event.app)!r}")
+            return
+        self.session.accept_connect()
+
+    def _publish(self, event: PublishRequest) -> None:
+        settings = self.server.settings
+        name = self.server.authorizer.stream_for_key(event.name)
+        if name is None:
+            self._reject_publish(event, "bad_key", "invalid stream key")
+            return
+        try:
+            validate_stream_name(name, max_length=settings.stream_name_max_length)
+        except InvalidStreamName as exc:
+            self._reject_publish(event, "bad_name", str(exc))
+            return
+        if self.publishing is not None:
+            self._reject_publish(event, "second_publish", "this connection already publishes")
+            return
+        try:
+            stream = self.server.hub.start_publish(name)
+        except StreamBusy as exc:
+            self._reject_publish(event, "stream_busy", str(exc))
+            return
+        self.publishing = (event.stream_id, stream)
+        self.session.accept_publish(event.stream_id, name)
+        self._settle()
+        loop = asyncio.get_running_loop()
+        self._publisher_check = loop.call_later(
+            settings.rtmp_publisher_timeout / 2, self._check_publisher
+        )
+        log.info("rtmp conn=%d peer=%s publish start stream=%s", self.id, self.peer, name)
+
+    def _reject_publish(self, event: PublishRequest, reason: str, message: str) -> None:
+        self.session.reject_publish(event.stream_id, "NetStream.Publish.BadName", message)
+        self._flush()
+        # The key itself is a secret: never log it.
+        self._refuse(f"publish_{reason}", f"publish refused: {message}")
+
+    def _check_publisher(self) -> None:
+        self._publisher_check = None
+        if self._closing or self.publishing is None:
+            return
+        timeout = self.server.settings.rtmp_publisher_timeout
+        if time.monotonic() - self._last_data > timeout:
+            self._refuse("publisher_timeout", f"no data from publisher for {timeout:.0f} s")
+            return
+        loop = asyncio.get_running_loop()
+        self._publisher_check = loop.call_later(timeout / 2, self._check_publisher)
+
+    def _media(self, event: MediaReceived) -> None:
+        if self.publishing is None:
+            return
+        packet = make_packet(event.type_id, event.timestamp, event.payload, received_at=time.time())
+        self.publishing[1].push(packet)
+
+    def _play(self, event: PlayRequest) -> None:
+        settings = self.server.settings
+        try:
+            name = validate_stream_name(event.name, max_length=settings.stream_name_max_length)
+        except InvalidStreamName as exc:
+            self.session.reject_play(event.stream_id, "NetStream.Play.StreamNotFound", str(exc))
+            self._flush()
+            self._refuse("play_bad_name", f"play refused: {exc}")
+            return
+        stream = self.server.hub.get(name)
+        if stream is None:
+            self.session.reject_play(
+                event.stream_id, "NetStream.Play.StreamNotFound", f"no stream {name}"
+            )
+            self._flush()
+            self.server.count_refusal("play_not_found")
+            log.info("rtmp conn=%d peer=%s play refused: no stream %s", self.id, self.peer, name)
+            self._close()
+            return
+        self.session.accept_play(event.stream_id, name)
+        self._flush()
+        self._settle()
+        reader = stream.add_reader(self, self.server.format_for(event.stream_id))
+        self.playing[event.stream_id] = (stream, reader)
+        log.info("rtmp conn=%d peer=%s play start stream=%s", self.id, self.peer, name)
+
+    def _stream_closed(self, stream_id: int, command: str) -> None:
+        if self.publishing is not None and self.publishing[0] == stream_id:
+            _, stream = self.publishing
+            self.publishing = None
+            log.info(
+                "rtmp conn=%d peer=%s publish stop stream=%s (%s)",
+                self.id,
+                self.peer,
+                stream.name,
+                command,
+            )
+            stream.publisher_left()
+        entry = self.playing.pop(stream_id, None)
+        if entry is not None:
+            stream, reader = entry
+            stream.remove_reader(reader)
+            log.info("rtmp conn=%d peer=%s play stop stream=%s", self.id, self.peer, stream.name)
+
+    def _cleanup(self, why: str) -> None:
+        self._closing = True
+        self.server.connections.discard(self)
+        for timer in (self._deadline, self._publisher_check):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._publisher_check = None
+        if self.publishing is not None:
+            stream_id = self.publishing[0]
+            self._stream_closed(stream_id, why)
+        for stream_id in list(self.playing):
+            self._stream_closed(stream_id, why)
