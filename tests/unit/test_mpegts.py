@@ -281,6 +281,13 @@ def test_existing_aud_and_parameter_sets_are_not_duplicated() -> None:
     assert annexb_nals(split_pes(delta)[3]) == [b"\x09\xf0", SLICE, SLICE]
 
 
+def test_frame_without_pictures_gives_no_packets() -> None:
+    muxer = TsMuxer()
+    muxer.set_video_config(VideoCodec.H264, AVC_RECORD)
+    assert muxer.write_video(b"", dts_ms=0, pts_ms=0, keyframe=True) == b""
+    assert muxer.write_video(_frame(b"\x09\xf0"), dts_ms=0, pts_ms=0, keyframe=False) == b""
+
+
 def test_idr_without_keyframe_flag_still_gets_parameter_sets() -> None:
     muxer = TsMuxer()
     muxer.set_video_config(VideoCodec.H264, AVC_RECORD)

@@ -82,9 +82,9 @@ class LiveRoutes:
 
     def register(self, app: web.Application) -> None:
         """Add the routes to `app`."""
-        app.router.add_route("GET", "/live/{name}.flv", self.http_flv)
-        app.router.add_route("GET", "/live/{name}/index.m3u8", self.hls_playlist)
-        app.router.add_route("GET", r"/live/{name}/{number:\d{1,12}}.ts", self.hls_segment)
+        app.router.add_get("/live/{name}.flv", self.http_flv)
+        app.router.add_get("/live/{name}/index.m3u8", self.hls_playlist)
+        app.router.add_get(r"/live/{name}/{number:\d{1,12}}.ts", self.hls_segment)
 
     def _count(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

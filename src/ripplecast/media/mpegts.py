@@ -286,8 +286,8 @@ class TsMuxer:
     def write_video(self, frame: bytes, *, dts_ms: int, pts_ms: int, keyframe: bool) -> bytes:
         """Mux one coded video frame (length-prefixed NAL units) and return its TS packets.
 
-        Raises `CodecError` for malformed NAL framing (state unchanged) and `UsageError` when no
-        video config was set.
+        Returns b"" for a frame without NAL units other than AUDs. Raises `CodecError` for
+        malformed NAL framing (state unchanged) and `UsageError` when no video config was set.
         """
         config = self._video_config
         if config is None:
@@ -311,6 +311,8 @@ class TsMuxer:
             kept = [i for i, t in enumerate(types) if t != aud_type]
             nals = [nals[i] for i in kept]
             types = [types[i] for i in kept]
+        if not nals:  # nothing but AUDs: no picture, so no PES (a PES with only an AUD is noise)
+            return b""
         if keyframe:
             is_vcl = hevc.is_vcl if self._video_codec is VideoCodec.HEVC else avc.is_vcl
             first_vcl = next((i for i, t in enumerate(types) if is_vcl(t)), len(types))
