@@ -130,3 +130,161 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -
         if loop.time() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class ScriptedRtmpClient:
+    """A deliberately minimal RTMP client over a real socket, for sending exactly what a test
+    wants (including what a well-behaved client never would)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from ripplecast.protocols.rtmp.chunk import ChunkReader
+
+        self.reader = reader
+        self.writer = writer
+        self.chunks = ChunkReader(max_message_size=16 * 1024 * 1024)
+
+    @classmethod
+    async def connect(cls, port: int, *, handshake: bool = True) -> ScriptedRtmpClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer)
+        if handshake:
+            await client.handshake()
+        return client
+
+    async def handshake(self) -> None:
+        from ripplecast.protocols.rtmp.handshake import ClientHandshake
+
+        hs = ClientHandshake()
+        self.writer.write(hs.initial_bytes())
+        while not hs.complete:
+            data = await asyncio.wait_for(self.reader.read(65536), 5)
+            if not data:
+                raise ConnectionError("server closed during handshake")
+            hs.receive_data(data)
+            self.writer.write(hs.data_to_send())
+        if leftover := hs.leftover():
+            self.chunks.receive_data(leftover)
+
+    def send(self, type_id: int, payload: bytes, *, stream_id: int = 0, csid: int = 3) -> None:
+        from ripplecast.protocols.rtmp.chunk import encode_message
+
+        self.writer.write(
+            encode_message(
+                chunk_stream_id=csid,
+                type_id=type_id,
+                stream_id=stream_id,
+                timestamp=0,
+                payload=payload,
+                chunk_size=128,
+            )
+        )
+
+    def command(self, *values: Any, stream_id: int = 0) -> None:
+        from ripplecast.media import amf0
+
+        self.send(20, amf0.encode_values(*values), stream_id=stream_id)
+
+    async def next_message(self, timeout: float = 5) -> Any:
+        """The next message from the server, or None when it closed the connection."""
+        from ripplecast.protocols.rtmp.chunk import SET_CHUNK_SIZE, parse_u32
+
+        while True:
+            message = self.chunks.next_message()
+            if message is not None:
+                if message.type_id == SET_CHUNK_SIZE:
+                    self.chunks.set_chunk_size(parse_u32(message.payload))
+                return message
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                return None
+            self.chunks.receive_data(data)
+
+    async def statuses(self, timeout: float = 5) -> list[str]:
+        """Every command name / onStatus code the server sends until it closes or goes quiet."""
+        from ripplecast.media import amf0
+
+        found: list[str] = []
+        try:
+            while (message := await self.next_message(timeout)) is not None:
+                if message.type_id == 20:
+                    values = amf0.decode_values(message.payload)
+                    found.append(str(values[0]))
+                    info = values[3] if len(values) > 3 else None
+                    if isinstance(info, dict) and "code" in info:
+                        found.append(str(info["code"]))
+        except (TimeoutError, ConnectionError):
+            pass
+        return found
+
+    async def closed_by_server(self, timeout: float = 5) -> bool:
+        """True if the server closes the connection within `timeout` seconds."""
+        try:
+            while True:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not data:
+                    return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+
+    async def connect_app(self, app: str = "live") -> list[str]:
+        self.command("connect", 1.0, {"app": app, "tcUrl": f"rtmp://127.0.0.1/{app}"})
+        found: list[str] = []
+        from ripplecast.media import amf0
+
+        while (message := await self.next_message()) is not None:
+            if message.type_id == 20:
+                values = amf0.decode_values(message.payload)
+                found.append(str(values[0]))
+                break
+        return found
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+class FlvViewer:
+    """An HTTP-FLV viewer that keeps reading, parsing tags as a player would."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.received = 0
+        self.video_timestamps: list[int] = []
+        self.keyframes = 0
+        self.status: int | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        from ripplecast.media.flv import FlvReader, FlvTag, make_packet
+
+        reader = FlvReader()
+        try:
+            async with aiohttp.ClientSession() as http, http.get(self.url) as response:
+                self.status = response.status
+                async for data in response.content.iter_any():
+                    self.received += len(data)
+                    reader.feed(data)
+                    while (event := reader.next_event()) is not None:
+                        if isinstance(event, FlvTag) and event.kind == 9:
+                            packet = make_packet(event.kind, event.timestamp, event.payload)
+                            if not packet.sequence_header:
+                                self.video_timestamps.append(event.timestamp)
+                                self.keyframes += packet.keyframe
+        finally:
+            self.ended.set()
+
+    def start(self) -> FlvViewer:
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     reader_max_behind_seconds: float = Field(
         10.0, gt=0, description="A viewer behind this long is disconnected."
     )
+    viewer_send_buffer_bytes: int = Field(
+        0,
+        ge=0,
+        description="Kernel send buffer of each viewer socket (0 = the OS default). Bounds how"
+        " much a stalled viewer holds in the kernel before the hub sees it fall behind.",
+    )
     reconnect_grace_seconds: float = Field(
         10.0, ge=0, description="A stream whose publisher left waits this long for it to return."
     )

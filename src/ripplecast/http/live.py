@@ -20,6 +20,7 @@ from ripplecast.config import Settings
 from ripplecast.live.hls import PLAYLIST_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, HlsPackager
 from ripplecast.live.hub import Hub
 from ripplecast.live.names import InvalidStreamName, validate_stream_name
+from ripplecast.live.sockets import limit_send_buffer
 from ripplecast.live.stream import LiveStream, StreamEvent
 from ripplecast.media.flv import flv_file_header
 from ripplecast.media.packet import MediaPacket
@@ -127,6 +128,7 @@ class LiveRoutes:
         transport = request.transport
         if transport is None or transport.is_closing():
             return response
+        limit_send_buffer(transport, self.settings.viewer_send_buffer_bytes)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         sink = _TransportSink(transport, done)
         reader = stream.add_reader(sink, HTTP_FLV)

@@ -24,6 +24,7 @@ from ripplecast.errors import LimitExceeded, ProtocolError
 from ripplecast.live.access import PublishAuthorizer
 from ripplecast.live.hub import Hub, StreamBusy
 from ripplecast.live.names import InvalidStreamName, printable, validate_stream_name
+from ripplecast.live.sockets import limit_send_buffer
 from ripplecast.live.stream import LiveStream, Reader, StreamEvent
 from ripplecast.media.flv import make_packet
 from ripplecast.media.packet import MediaPacket
@@ -358,6 +359,8 @@ class RtmpConnection(asyncio.Protocol):
         self.session.accept_play(event.stream_id, name)
         self._flush()
         self._settle()
+        if self.transport is not None:
+            limit_send_buffer(self.transport, settings.viewer_send_buffer_bytes)
         reader = stream.add_reader(self, self.server.format_for(event.stream_id))
         self.playing[event.stream_id] = (stream, reader)
         log.info("rtmp conn=%d peer=%s play start stream=%s", self.id, self.peer, name)
