@@ -102,8 +102,10 @@ def test_audio_only_stream_is_packaged(tmp_path: Path) -> None:
 def test_garbage_frame_costs_one_frame_not_the_stream(tmp_path: Path) -> None:
     packets = encode(tmp_path, seconds=4, gop=25)
     packager = HlsPackager("t", Settings(hls_segment_seconds=1))
+    injected = False
     for i, packet in enumerate(packets):
-        if i == 40 and packet.kind == 9:
+        if i >= 40 and packet.kind == 9 and not injected:
+            injected = True
             # NAL length pointing far past the end of the frame.
             packager.on_packet(
                 make_packet(
