@@ -236,3 +236,14 @@ async def test_http_flv_headers_and_head(live_node: RunningNode) -> None:
                 assert header is not None and header.has_audio and header.has_video
                 # A new viewer's first picture is a keyframe, straight from the GOP cache.
                 assert first_video.keyframe
+
+
+async def test_health_endpoints(make_node: NodeFactory) -> None:
+    async with make_node() as node:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{node.http}/healthz") as response:
+                assert response.status == 200
+                assert (await response.json())["status"] == "alive"
+            async with http.get(f"{node.http}/readyz") as response:
+                assert response.status == 200
+                assert (await response.json()) == {"status": "ready", "streams": 0}
