@@ -1,4 +1,4 @@
-"""HEVC over Enhanced RTMP: passed through to FLV and RTMP readers unchanged, packaged to HLS."""
+"""Enhanced RTMP: HEVC and AV1 passed through to FLV and RTMP readers unchanged; HEVC in HLS."""
 
 from __future__ import annotations
 
@@ -142,3 +142,41 @@ async def test_hevc_passes_through_and_packages_to_hls(
     assert code == 0 and not err, err.decode()
     assert stream.video_header is not None
     assert parse_video_tag_header(stream.video_header.payload).codec is VideoCodec.HEVC
+
+
+async def test_av1_passes_through_to_flv_and_rtmp(live_node: RunningNode, tmp_path: Path) -> None:
+    ffmpeg = enhanced_rtmp_ffmpeg()
+    publish = [
+        ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "8",
+        "-c:v", "libsvtav1", "-preset", "12", "-g", "25", "-pix_fmt", "yuv420p",
+        "-svtav1-params", "lp=1",
+        "-c:a", "aac", "-f", "flv", f"{live_node.rtmp}/av1",
+    ]  # fmt: skip
+    async with await Process.start(publish):
+        await wait_until(
+            lambda: (s := live_node.node.hub.get("av1")) is not None and s.stats.keyframes >= 1,
+            20,
+            "AV1 stream to go live",
+        )
+        stream = live_node.node.hub.get("av1")
+        assert stream is not None and stream.video_header is not None
+        outputs = {
+            "flv": (f"{live_node.http}/live/av1.flv", tmp_path / "flv.flv"),
+            "rtmp": (f"{live_node.rtmp}/av1", tmp_path / "rtmp.flv"),
+        }
+        for url, out in outputs.values():
+            code, _, err = await run(
+                [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-i", url, "-t", "2",
+                 "-c", "copy", "-y", str(out)],
+                30,
+            )  # fmt: skip
+            assert code == 0, err.decode()
+    for url, out in outputs.values():
+        tags = video_tags(out)
+        infos = [parse_video_tag_header(tag.payload) for tag in tags]
+        assert infos and all(info.fourcc == b"av01" for info in infos), url
+        assert tags[0].payload == stream.video_header.payload
+        code, _, err = await run([ffmpeg, "-v", "error", "-i", str(out), "-f", "null", "-"], 30)
+        assert code == 0 and not err, err.decode()
