@@ -1,0 +1,1 @@
+"""Benchmarks: the live fan-out load generator (`bench.fanout`) and its publisher."""
