@@ -116,6 +116,21 @@ class Process:
         await self.kill()
 
 
+async def start_publisher(node: RunningNode, name: str, seconds: float = 10, **kw: Any) -> Process:
+    """Start ffmpeg publishing test media as `name` and wait until the stream has a keyframe."""
+    process = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{name}", seconds=seconds, **kw))
+    try:
+        await wait_until(
+            lambda: (s := node.node.hub.get(name)) is not None and s.stats.keyframes >= 1,
+            10,
+            f"stream {name} to go live",
+        )
+    except BaseException:
+        await process.kill()
+        raise
+    return process
+
+
 async def run(argv: list[str], timeout: float = 60) -> tuple[int, bytes, bytes]:
     """Run a program to completion with a bound on time."""
     process = await Process.start(argv, stdout=asyncio.subprocess.PIPE)

@@ -17,18 +17,9 @@ from support import (
     RunningNode,
     ScriptedRtmpClient,
     ffmpeg_publish_args,
+    start_publisher,
     wait_until,
 )
-
-
-async def start_publisher(node: RunningNode, name: str, seconds: float = 10) -> Process:
-    process = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{name}", seconds=seconds))
-    await wait_until(
-        lambda: (s := node.node.hub.get(name)) is not None and s.stats.keyframes >= 1,
-        10,
-        f"stream {name} to go live",
-    )
-    return process
 
 
 async def test_garbage_and_stalled_handshakes_do_not_disturb_a_viewer(

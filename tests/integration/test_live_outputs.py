@@ -18,22 +18,10 @@ from support import (
     ffmpeg_publish_args,
     require_program,
     run,
-    wait_until,
+    start_publisher,
 )
 
 pytestmark = pytest.mark.ffmpeg
-
-
-async def start_publisher(
-    node: RunningNode, name: str, seconds: float = 8, **kw: object
-) -> Process:
-    process = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{name}", seconds=seconds, **kw))  # type: ignore[arg-type]
-    await wait_until(
-        lambda: (s := node.node.hub.get(name)) is not None and s.stats.keyframes >= 1,
-        10,
-        f"stream {name} to go live",
-    )
-    return process
 
 
 async def ffprobe(url: str, *extra: str, timeout: float = 20) -> dict[str, object]:

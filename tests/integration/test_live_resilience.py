@@ -13,9 +13,9 @@ from conftest import NodeFactory
 from support import (
     FlvViewer,
     Process,
-    RunningNode,
     ScriptedRtmpClient,
     ffmpeg_publish_args,
+    start_publisher,
     wait_until,
 )
 
@@ -25,17 +25,6 @@ NOISY = (
     "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
     "-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M",
 )  # fmt: skip
-
-
-async def publish(node: RunningNode, name: str, seconds: float, **kw: object) -> Process:
-    argv = ffmpeg_publish_args(f"{node.rtmp}/{name}", seconds=seconds, **kw)  # type: ignore[arg-type]
-    process = await Process.start(argv)
-    await wait_until(
-        lambda: (s := node.node.hub.get(name)) is not None and s.stats.keyframes >= 1,
-        10,
-        f"stream {name} to go live",
-    )
-    return process
 
 
 def stalled_socket() -> socket.socket:
@@ -53,7 +42,7 @@ async def test_readers_that_never_read_are_skipped_then_dropped(make_node: NodeF
         "reader_max_behind_seconds": 1.5,
     }
     async with make_node(**settings) as node:
-        async with await publish(node, "busy", 20, size="640x360", extra_video=NOISY):
+        async with await start_publisher(node, "busy", 20, size="640x360", extra_video=NOISY):
             stream = node.node.hub.get("busy")
             assert stream is not None
             loop = asyncio.get_running_loop()
@@ -96,7 +85,7 @@ async def test_readers_that_never_read_are_skipped_then_dropped(make_node: NodeF
 
 async def test_publisher_reconnect_within_grace_keeps_viewers(make_node: NodeFactory) -> None:
     async with make_node(reconnect_grace_seconds=5.0) as node:
-        first = await publish(node, "back", 30)
+        first = await start_publisher(node, "back", 30)
         viewer = FlvViewer(f"{node.http}/live/back.flv").start()
         await wait_until(lambda: len(viewer.video_timestamps) > 30, 10, "viewer to get video")
         await asyncio.sleep(1.2)  # let HLS cut a couple of segments
@@ -128,7 +117,7 @@ async def test_publisher_reconnect_within_grace_keeps_viewers(make_node: NodeFac
 
 async def test_stream_ends_after_grace_and_viewers_are_closed(make_node: NodeFactory) -> None:
     async with make_node(reconnect_grace_seconds=0.5) as node:
-        async with await publish(node, "bye", 2):
+        async with await start_publisher(node, "bye", 2):
             viewer = FlvViewer(f"{node.http}/live/bye.flv").start()
             await asyncio.wait_for(viewer.ended.wait(), 15)
         assert viewer.status == 200
