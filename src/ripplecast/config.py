@@ -118,7 +118,11 @@ class Settings(BaseSettings):
 
     # --- live hub ------------------------------------------------------------------------
     batch_interval_ms: int = Field(
-        50, ge=1, le=1000, description="Viewer sockets are written once per batch of this length."
+        30,
+        ge=1,
+        le=1000,
+        description="Viewer sockets are written once per batch of this length: longer batches"
+        " cost less CPU per viewer and add more delay (docs/benchmarks.md).",
     )
     gop_cache_max_bytes: int = Field(
         16 * 1024 * 1024, ge=0, description="Largest GOP kept for a new viewer's first frame."

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from bench.fanout import Row, run_row
+from bench.publisher import prepare_media, read_stamp, stamp_frame, timing_sei
 
 from support import require_program
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `bench` lives next to src/, outside the installed package
-
-from bench.fanout import Row, run_row  # noqa: E402
-from bench.publisher import prepare_media, read_stamp, stamp_frame, timing_sei  # noqa: E402
 
 pytestmark = [pytest.mark.ffmpeg, pytest.mark.slow]
 

@@ -109,6 +109,8 @@ class Reader:
     batches_skipped: int = 0
     skips: int = 0
     """How many times the reader fell behind and skipped ahead."""
+    header_generation: int = -1
+    """The stream's header generation whose headers this reader was last sent."""
 
 
 @dataclass(slots=True)
@@ -324,6 +326,7 @@ class LiveStream:
         if start:
             sink.write(start)
             reader.bytes_sent += len(start)
+            reader.header_generation = self._header_generation
         if not self._gop_valid or self.state is not StreamState.LIVE:
             reader.waiting_keyframe = True
         return reader
@@ -376,10 +379,14 @@ class LiveStream:
         buffered = reader.sink.buffered_bytes()
         if reader.waiting_keyframe:
             if keyframe and buffered <= settings.reader_max_queue_bytes // 2:
+                resumed = reader.behind_since is not None
                 reader.waiting_keyframe = False
                 reader.behind_since = None
                 headers = self._headers()
-                if headers:
+                # A reader resuming after a skip may have missed a header change, so it gets
+                # them again; one that got them on joining only if they changed since.
+                if headers and (resumed or reader.header_generation != self._header_generation):
+                    reader.header_generation = self._header_generation
                     head = reader.format.frame(headers)
                     reader.sink.write(head)
                     reader.bytes_sent += len(head)
