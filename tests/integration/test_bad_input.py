@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from conftest import NodeFactory
+from ripplecast.http.app import LIVE_ROUTES
 from ripplecast.media import amf0
 from support import (
     FlvViewer,
@@ -165,3 +166,5 @@ async def test_http_paths_cannot_escape(live_node: RunningNode) -> None:
                 assert response.status in (400, 404), (path, response.status)
                 body = await response.text()
                 assert "root:" not in body
+    routes = live_node.node.http_app[LIVE_ROUTES]
+    assert routes.refused["bad_name"] >= 2  # %2e%2e and %00 reach the handler and are refused

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from aiohttp import web
 from ripplecast.config import Settings
 from ripplecast.live.hls import PLAYLIST_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, HlsPackager
 from ripplecast.live.hub import Hub
-from ripplecast.live.names import InvalidStreamName, validate_stream_name
+from ripplecast.live.names import InvalidStreamName, printable, validate_stream_name
 from ripplecast.live.sockets import limit_send_buffer
 from ripplecast.live.stream import LiveStream, StreamEvent
 from ripplecast.media.flv import flv_file_header
@@ -79,7 +80,8 @@ class LiveRoutes:
         self.settings = settings
         self.hub = hub
         self.viewers = 0
-        self.refused: dict[str, int] = {}
+        self.refused: Counter[str] = Counter()
+        """Requests refused, by reason (for logs and metrics)."""
 
     def register(self, app: web.Application) -> None:
         """Add the routes to `app`."""
@@ -87,19 +89,21 @@ class LiveRoutes:
         app.router.add_get("/live/{name}/index.m3u8", self.hls_playlist)
         app.router.add_get(r"/live/{name}/{number:\d{1,12}}.ts", self.hls_segment)
 
-    def _count(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+    def _refuse(self, request: web.Request, reason: str, message: str) -> None:
+        self.refused[reason] += 1
+        path = printable(request.path, 128)
+        log.info("http peer=%s %s refused: %s (%s)", request.remote, path, message, reason)
 
     def _stream(self, request: web.Request) -> LiveStream:
         raw = request.match_info["name"]
         try:
             name = validate_stream_name(raw, max_length=self.settings.stream_name_max_length)
         except InvalidStreamName as exc:
-            self._count("bad_name")
+            self._refuse(request, "bad_name", str(exc))
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         stream = self.hub.get(name)
         if stream is None:
-            self._count("not_found")
+            self._refuse(request, "not_found", f"no live stream named {name}")
             raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=CORS)
         return stream
 
@@ -107,7 +111,7 @@ class LiveRoutes:
         """Stream the live stream as FLV over chunked HTTP until it ends or the viewer leaves."""
         stream = self._stream(request)
         if self.viewers >= self.settings.http_max_viewers:
-            self._count("http_max_viewers")
+            self._refuse(request, "http_max_viewers", "too many viewers")
             raise web.HTTPServiceUnavailable(text="too many viewers\n")
         response = web.StreamResponse(
             headers={
