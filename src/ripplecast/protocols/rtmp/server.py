@@ -332,8 +332,8 @@ class RtmpConnection(asyncio.Protocol):
         self._publisher_check = loop.call_later(timeout / 2, self._check_publisher)
 
     def _media(self, event: MediaReceived) -> None:
-        if self.publishing is None:
-            return
+        if self.publishing is None or not event.payload:
+            return  # some encoders send empty audio/video messages: nothing to relay
         packet = make_packet(event.type_id, event.timestamp, event.payload, received_at=time.time())
         self.publishing[1].push(packet)
 
