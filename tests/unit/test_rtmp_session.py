@@ -238,3 +238,27 @@ def test_amf3_command_messages_are_understood() -> None:
     body = b"\x00" + amf0.encode_values("connect", 1.0, {"app": "live"})
     events = peer.send(message(17, body))
     assert isinstance(events[0], ConnectRequest)
+
+
+def test_get_stream_length_checkbw_and_close_stream() -> None:
+    session = ServerSession()
+    peer = connect(session)
+    peer.replies()
+    events = peer.send(
+        command("_checkbw", 2.0, None)
+        + command("getStreamLength", 3.0, None, "main")
+        + command("createStream", 4.0, None)
+        + command("play", 0.0, None, "main", stream_id=1)
+    )
+    assert events == [PlayRequest(1, "main", "")]
+    answers = [(c[0], c[1]) for c in peer.commands()]
+    assert answers == [("_result", 2.0), ("_result", 3.0), ("_result", 4.0)]
+    session.accept_play(1, "main")
+    peer.replies()
+    assert peer.send(command("closeStream", 0.0, None, stream_id=1)) == [
+        StreamClosed(1, "closeStream")
+    ]
+    # Commands a player may send that need no answer are accepted silently.
+    for name in ("receiveAudio", "receiveVideo", "pause", "seek"):
+        assert peer.send(command(name, 0.0, None, True, stream_id=1)) == []
+    assert peer.commands() == []
