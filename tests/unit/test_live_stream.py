@@ -183,12 +183,13 @@ async def test_slow_reader_skips_to_keyframe_then_is_dropped(settings: Settings)
 async def test_gop_cache_is_capped_in_bytes(settings: Settings) -> None:
     hub = Hub(settings)
     stream = hub.start_publish("s")
+    stream.push(make_packet(9, 0, AVC_HEADER))
     stream.push(video(0, key=True, size=1000))
     for ts in range(40, 400, 40):
         stream.push(video(ts, size=1000))  # > gop_cache_max_bytes (5,000) in all
     sink = Sink()
     reader = stream.add_reader(sink, TagFormat())
-    assert sink.writes == []  # no headers here, GOP dropped: wait for a keyframe
+    assert [timestamps(w) for w in sink.writes] == [[0]]  # headers only: GOP too big to keep
     assert reader.waiting_keyframe
     stream.push(video(400, key=True))
     assert timestamps(sink.writes[-1]) == [400]
@@ -253,3 +254,17 @@ def test_invalid_names(name: str, message: str) -> None:
 def test_valid_names() -> None:
     for name in ("main", "cam-1", "a.b", "A_9"):
         assert validate_stream_name(name, max_length=64) == name
+
+
+async def test_audio_only_stream_plays_without_keyframes(settings: Settings) -> None:
+    hub = Hub(settings)
+    stream = hub.start_publish("radio")
+    stream.push(make_packet(8, 0, AAC_HEADER))
+    sink = Sink()
+    reader = stream.add_reader(sink, TagFormat())
+    assert not reader.waiting_keyframe
+    for ts in (0, 23, 46):
+        stream.push(audio(ts))
+    await asyncio.sleep(0.08)
+    assert [ts for w in sink.writes for ts in timestamps(w)] == [0, 0, 23, 46]
+    hub.close()

@@ -327,9 +327,14 @@ class LiveStream:
             sink.write(start)
             reader.bytes_sent += len(start)
             reader.header_generation = self._header_generation
-        if not self._gop_valid or self.state is not StreamState.LIVE:
+        if self.state is not StreamState.LIVE or (self._has_video and not self._gop_valid):
             reader.waiting_keyframe = True
         return reader
+
+    @property
+    def _has_video(self) -> bool:
+        # An audio-only stream has no keyframes: every batch is a place to start.
+        return self.video_header is not None
 
     def remove_reader(self, reader: Reader) -> None:
         """Detach a reader (its connection closed)."""
@@ -367,7 +372,7 @@ class LiveStream:
         self._pending = []
         self._unflushed_gop = 0
         self.stats.batches += 1
-        starts_with_keyframe = packets[0].keyframe
+        starts_with_keyframe = packets[0].keyframe or not self._has_video
         now = self._clock()
         for fmt, readers in list(self._readers.items()):
             data = fmt.frame(packets)
