@@ -19,6 +19,7 @@ from support import (
     require_program,
     run,
     start_publisher,
+    wait_until,
 )
 
 pytestmark = pytest.mark.ffmpeg
@@ -235,3 +236,26 @@ async def test_health_endpoints(make_node: NodeFactory) -> None:
             async with http.get(f"{node.http}/readyz") as response:
                 assert response.status == 200
                 assert (await response.json()) == {"status": "ready", "streams": 0}
+
+
+async def test_audio_only_stream_plays_everywhere(live_node: RunningNode) -> None:
+    argv = [
+        require_program("ffmpeg"), "-hide_banner", "-nostdin", "-v", "error", "-re",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "8",
+        "-c:a", "aac", "-f", "flv", f"{live_node.rtmp}/radio",
+    ]  # fmt: skip
+    async with await Process.start(argv):
+        await wait_until(
+            lambda: (s := live_node.node.hub.get("radio")) is not None and s.stats.packets_in > 20,
+            10,
+            "audio stream to go live",
+        )
+        await asyncio.sleep(2.5)
+        for url in (
+            f"{live_node.http}/live/radio.flv",
+            f"{live_node.rtmp}/radio",
+            f"{live_node.http}/live/radio/index.m3u8",
+        ):
+            found = codecs(await ffprobe(url))
+            assert list(found) == ["audio"], url
+            assert found["audio"]["codec_name"] == "aac", url
