@@ -241,7 +241,7 @@ async def test_health_endpoints(make_node: NodeFactory) -> None:
 async def test_audio_only_stream_plays_everywhere(live_node: RunningNode) -> None:
     argv = [
         require_program("ffmpeg"), "-hide_banner", "-nostdin", "-v", "error", "-re",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "8",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "30",
         "-c:a", "aac", "-f", "flv", f"{live_node.rtmp}/radio",
     ]  # fmt: skip
     async with await Process.start(argv):
