@@ -16,11 +16,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-SECRET_FIELDS = frozenset({"stream_keys"})
-"""Fields whose values are credentials and must never be printed or logged."""
+SECRET_FIELDS = frozenset(
+    {"stream_keys", "secret_key", "signing_keys", "database_url", "cache_url"}
+)
+"""Fields that are or may contain credentials and must never be printed or logged whole."""
 
 STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """What a stream name may look like: no slashes, no dots first (so no `..`), no controls."""
@@ -70,6 +72,54 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("data"), description="Folder for all state of this node.")
     log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- shared state ----------------------------------------------------------------------
+    database_url: str = Field(
+        "",
+        description="Metadata database: postgresql://..., mysql://... (MariaDB) or"
+        " sqlite:///PATH. Empty: SQLite file ripplecast.db in the data dir.",
+    )
+    cache_url: str = Field(
+        "memory://", description="Cache, rate limits and events: memory:// or redis://HOST:PORT/DB."
+    )
+    cache_prefix: str = Field("rc:", description="Prefix of every cache key (share one Redis).")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Server secret for stream-key hashes and signatures. Empty: generated"
+        " into the data dir on first start. Every node of a cluster needs the same one.",
+    )
+    signing_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Signed-URL keys by key id, for rotation. Empty: one key derived from"
+        " secret_key.",
+    )
+    signing_key_id: str = Field(
+        "", description="Key id that signs new URLs (must be in signing_keys if those are set)."
+    )
+    signed_url_ttl_seconds: int = Field(
+        3600, ge=10, description="Lifetime of the signed URLs the server hands out."
+    )
+
+    # --- accounts --------------------------------------------------------------------------
+    registration_open: bool = Field(True, description="Anyone may register an account.")
+    session_ttl_seconds: int = Field(
+        14 * 24 * 3600, ge=60, description="A login lasts this long after its last use."
+    )
+    password_min_length: int = Field(8, ge=8, le=128, description="Shortest password accepted.")
+    argon2_time_cost: int = Field(2, ge=1, le=10, description="argon2id passes.")
+    argon2_memory_kib: int = Field(19 * 1024, ge=8 * 1024, description="argon2id memory (KiB).")
+    login_window_seconds: int = Field(
+        900, ge=1, description="Window over which failed logins are counted."
+    )
+    login_max_failures_per_account: int = Field(
+        5, ge=1, description="Failed logins per account in the window before it is locked."
+    )
+    login_max_failures_per_ip: int = Field(
+        20, ge=1, description="Failed logins per client IP in the window before it is locked."
+    )
+    api_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest API request body accepted."
+    )
 
     # --- who may publish -----------------------------------------------------------------
     publish_mode: PublishMode = Field(
@@ -187,11 +237,21 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         for name in SECRET_FIELDS:
             value = data.get(name)
-            if isinstance(value, dict):
+            if name == "stream_keys" and isinstance(value, dict):
+                # The keys are the secrets; the stream names they publish are not.
                 data[name] = {f"***{i}": stream for i, stream in enumerate(value.values())}
+            elif isinstance(value, dict):
+                data[name] = {key_id: "***" for key_id in value}
+            elif name.endswith("_url") and isinstance(value, str):
+                data[name] = _mask_url(value)
             elif value:
                 data[name] = "***"
         return data
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password in a URL such as postgresql://user:PASSWORD@host/db."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
