@@ -7,16 +7,18 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ripplecast.config import Settings
-from ripplecast.http.live import LiveRoutes
+from ripplecast.http.live import Authorize, LiveRoutes
 from ripplecast.live.hub import Hub
 
 LIVE_ROUTES = web.AppKey("live_routes", LiveRoutes)
 
 
-def create_app(settings: Settings, hub: Hub, *, ready: Callable[[], bool]) -> web.Application:
+def create_app(
+    settings: Settings, hub: Hub, authorize: Authorize, *, ready: Callable[[], bool]
+) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now."""
-    app = web.Application(client_max_size=1024 * 1024)
-    live = LiveRoutes(settings, hub)
+    app = web.Application(client_max_size=settings.api_max_body_bytes)
+    live = LiveRoutes(settings, hub, authorize)
     live.register(app)
     app[LIVE_ROUTES] = live
 

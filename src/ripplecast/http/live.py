@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Decision, Via
+from ripplecast.accounts.signed_urls import PARAMS
 from ripplecast.config import Settings
 from ripplecast.live.hls import PLAYLIST_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, HlsPackager
 from ripplecast.live.hub import Hub
@@ -28,7 +32,29 @@ from ripplecast.media.packet import MediaPacket
 
 log = logging.getLogger("ripplecast.http")
 
+Authorize = Callable[[AccessRequest], Awaitable[Decision]]
+
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Length"}
+
+
+SESSION_COOKIE = "rc_session"
+_SEGMENT_LINE = re.compile(rb"(?m)^\d+\.ts$")
+
+
+def signed_params(request: web.Request) -> dict[str, str]:
+    """The signed-URL parameters of a request's query (empty when it carries none)."""
+    return {k: v for k, v in request.query.items() if k in PARAMS}
+
+
+def request_credentials(request: web.Request) -> Credentials:
+    """Every credential an HTTP request carries: session cookie, bearer token, signed URL."""
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return Credentials(
+        session_id=request.cookies.get(SESSION_COOKIE, ""),
+        api_token=token,
+        signed=signed_params(request),
+    )
 
 
 class HttpFlvFormat:
@@ -76,9 +102,10 @@ class _TransportSink:
 class LiveRoutes:
     """Handlers for live media; registered on the node's aiohttp application."""
 
-    def __init__(self, settings: Settings, hub: Hub) -> None:
+    def __init__(self, settings: Settings, hub: Hub, authorize: Authorize) -> None:
         self.settings = settings
         self.hub = hub
+        self.authorize = authorize
         self.viewers = 0
         self.refused: Counter[str] = Counter()
         """Requests refused, by reason (for logs and metrics)."""
@@ -94,13 +121,30 @@ class LiveRoutes:
         path = printable(request.path, 128)
         log.info("http peer=%s %s refused: %s (%s)", request.remote, path, message, reason)
 
-    def _stream(self, request: web.Request) -> LiveStream:
+    async def _stream(self, request: web.Request, via: Via) -> LiveStream:
+        """The stream a request names, once the access policy allows it.
+
+        400 for a malformed name; the policy's status (403 for a bad signature, 404 otherwise)
+        when refused; 404 when the stream is not live. Refused and unknown look alike.
+        """
         raw = request.match_info["name"]
         try:
             name = validate_stream_name(raw, max_length=self.settings.stream_name_max_length)
         except InvalidStreamName as exc:
             self._refuse(request, "bad_name", str(exc))
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        resource = f"/live/{name}"
+        decision = await self.authorize(
+            AccessRequest(
+                Action.PLAY, resource, via, request_credentials(request), request.remote or "",
+                request.path,
+            )
+        )  # fmt: skip
+        if not decision.allowed:
+            self._refuse(request, decision.reason, "access refused")
+            if decision.status == 403:
+                raise web.HTTPForbidden(text="access refused\n", headers=CORS)
+            raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=CORS)
         stream = self.hub.get(name)
         if stream is None:
             self._refuse(request, "not_found", f"no live stream named {name}")
@@ -109,7 +153,7 @@ class LiveRoutes:
 
     async def http_flv(self, request: web.Request) -> web.StreamResponse:
         """Stream the live stream as FLV over chunked HTTP until it ends or the viewer leaves."""
-        stream = self._stream(request)
+        stream = await self._stream(request, Via.HTTP_FLV)
         if self.viewers >= self.settings.http_max_viewers:
             self._refuse(request, "http_max_viewers", "too many viewers")
             raise web.HTTPServiceUnavailable(text="too many viewers\n")
@@ -156,7 +200,7 @@ class LiveRoutes:
 
     async def hls_playlist(self, request: web.Request) -> web.Response:
         """The live media playlist; waits for the first segment of a stream that just began."""
-        packager = self._packager(self._stream(request))
+        packager = self._packager(await self._stream(request, Via.HLS))
         if packager.playlist is None:
             wait = 2 * self.settings.hls_segment_seconds + 1
             with contextlib.suppress(TimeoutError):
@@ -164,6 +208,11 @@ class LiveRoutes:
         playlist = packager.playlist
         if playlist is None:
             raise web.HTTPNotFound(text="no segment yet\n", headers=CORS)
+        signed = signed_params(request)
+        if signed:
+            # Segments inherit the playlist's grant, so hls.js can fetch them.
+            suffix = ("?" + urlencode(signed)).encode()
+            playlist = _SEGMENT_LINE.sub(lambda m: m.group(0) + suffix, playlist)
         return web.Response(
             body=playlist,
             headers={
@@ -175,7 +224,7 @@ class LiveRoutes:
 
     async def hls_segment(self, request: web.Request) -> web.Response:
         """One MPEG-TS segment from memory."""
-        packager = self._packager(self._stream(request))
+        packager = self._packager(await self._stream(request, Via.HLS))
         segment = packager.segment(int(request.match_info["number"]))
         if segment is None:
             raise web.HTTPNotFound(text="no such segment\n", headers=CORS)

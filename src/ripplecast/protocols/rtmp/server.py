@@ -16,12 +16,13 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
+from urllib.parse import parse_qsl
 
+from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Decision, Via
 from ripplecast.config import Settings
 from ripplecast.errors import LimitExceeded, ProtocolError
-from ripplecast.live.access import PublishAuthorizer
 from ripplecast.live.hub import Hub, StreamBusy
 from ripplecast.live.names import InvalidStreamName, printable, validate_stream_name
 from ripplecast.live.sockets import limit_send_buffer
@@ -42,6 +43,9 @@ from ripplecast.protocols.rtmp.session import (
 )
 
 log = logging.getLogger("ripplecast.rtmp")
+
+Authorize = Callable[[AccessRequest], Awaitable[Decision]]
+"""The access policy's `authorize` (see ripplecast.accounts.policy)."""
 
 _connection_ids = itertools.count(1)
 
@@ -68,10 +72,10 @@ class RtmpFormat:
 class RtmpServer:
     """Listens for RTMP clients and serves publishers and players from the hub."""
 
-    def __init__(self, settings: Settings, hub: Hub, authorizer: PublishAuthorizer) -> None:
+    def __init__(self, settings: Settings, hub: Hub, authorize: Authorize) -> None:
         self.settings = settings
         self.hub = hub
-        self.authorizer = authorizer
+        self.authorize = authorize
         self.limits = SessionLimits(
             max_chunk_size=settings.rtmp_max_chunk_size,
             max_message_size=settings.rtmp_max_message_size,
@@ -132,6 +136,7 @@ class RtmpConnection(asyncio.Protocol):
         self.server = server
         self.id = next(_connection_ids)
         self.peer = "?"
+        self.peer_ip = ""
         self.transport: asyncio.Transport | None = None
         self.session = ServerSession(server.limits, timestamp_ms=int(time.time() * 1000))
         self._deadline: asyncio.TimerHandle | None = None
@@ -140,6 +145,8 @@ class RtmpConnection(asyncio.Protocol):
         self.publishing: tuple[int, LiveStream] | None = None
         self.playing: dict[int, tuple[LiveStream, Reader]] = {}
         self._closing = False
+        self._deciding = False
+        self._decision_task: asyncio.Task[None] | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -148,6 +155,7 @@ class RtmpConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
         settings = self.server.settings
         if len(self.server.connections) >= settings.rtmp_max_connections:
             self._refuse("rtmp_max_connections", "too many connections")
@@ -162,22 +170,64 @@ class RtmpConnection(asyncio.Protocol):
         if self._closing:
             return
         self._last_data = time.monotonic()
-        session = self.session
         was_handshaking = not self._handshake_done
         try:
-            session.receive_data(data)
-            if was_handshaking and self._handshake_done:
-                self._rearm_idle()
-            while (event := session.next_event()) is not None:
+            self.session.receive_data(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if was_handshaking and self._handshake_done:
+            self._rearm_idle()
+        self._process()
+
+    def _process(self) -> None:
+        """Handle the session's events until one needs the access policy (or none is left)."""
+        if self._deciding:
+            return  # the decision resumes processing when it is made
+        try:
+            while (event := self.session.next_event()) is not None:
+                if isinstance(event, PublishRequest | PlayRequest):
+                    self._decide(event)
+                    break
                 self._handle(event)
                 if self._closing:
                     return
         except ProtocolError as exc:
-            self._flush()
-            reason = exc.limit if isinstance(exc, LimitExceeded) else exc.reason
-            self._refuse(reason, str(exc))
+            self._protocol_error(exc)
             return
         self._flush()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self._flush()
+        reason = exc.limit if isinstance(exc, LimitExceeded) else exc.reason
+        self._refuse(reason, str(exc))
+
+    def _decide(self, event: PublishRequest | PlayRequest) -> None:
+        """Ask the access policy without blocking the loop; reading pauses meanwhile."""
+        self._deciding = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._flush()
+        task = asyncio.get_running_loop().create_task(self._run_decision(event))
+        self._decision_task = task
+
+    async def _run_decision(self, event: PublishRequest | PlayRequest) -> None:
+        try:
+            if isinstance(event, PublishRequest):
+                await self._publish(event)
+            else:
+                await self._play(event)
+        except Exception:
+            log.exception("rtmp conn=%d peer=%s access decision failed", self.id, self.peer)
+            self._refuse("access_error", "access decision failed")
+        finally:
+            self._deciding = False
+            self._decision_task = None
+        if self._closing:
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cleanup("connection closed by peer" if not self._closing else "closed")
@@ -267,10 +317,6 @@ class RtmpConnection(asyncio.Protocol):
             self._media(event)
         elif isinstance(event, ConnectRequest):
             self._connect(event)
-        elif isinstance(event, PublishRequest):
-            self._publish(event)
-        elif isinstance(event, PlayRequest):
-            self._play(event)
         elif isinstance(event, StreamClosed):
             self._stream_closed(event.stream_id, event.command)
         elif isinstance(event, CommandRefused):
@@ -286,12 +332,23 @@ class RtmpConnection(asyncio.Protocol):
             return
         self.session.accept_connect()
 
-    def _publish(self, event: PublishRequest) -> None:
+    async def _publish(self, event: PublishRequest) -> None:
         settings = self.server.settings
-        name = self.server.authorizer.stream_for_key(event.name)
-        if name is None:
-            self._reject_publish(event, "bad_key", "invalid stream key")
+        decision = await self.server.authorize(
+            AccessRequest(
+                Action.PUBLISH,
+                f"/{settings.rtmp_app}",
+                Via.RTMP,
+                Credentials(stream_key=event.name),
+                self.peer_ip,
+            )
+        )
+        if self._closing:
             return
+        if not decision.allowed:
+            self._reject_publish(event, decision.reason, "invalid stream key")
+            return
+        name = decision.stream
         try:
             validate_stream_name(name, max_length=settings.stream_name_max_length)
         except InvalidStreamName as exc:
@@ -337,7 +394,7 @@ class RtmpConnection(asyncio.Protocol):
         packet = make_packet(event.type_id, event.timestamp, event.payload, received_at=time.time())
         self.publishing[1].push(packet)
 
-    def _play(self, event: PlayRequest) -> None:
+    async def _play(self, event: PlayRequest) -> None:
         settings = self.server.settings
         try:
             name = validate_stream_name(event.name, max_length=settings.stream_name_max_length)
@@ -346,14 +403,25 @@ class RtmpConnection(asyncio.Protocol):
             self._flush()
             self._refuse("play_bad_name", f"play refused: {exc}")
             return
-        stream = self.server.hub.get(name)
+        resource = f"/{settings.rtmp_app}/{name}"
+        query = dict(parse_qsl(event.query, max_num_fields=16))
+        decision = await self.server.authorize(
+            AccessRequest(
+                Action.PLAY, resource, Via.RTMP, Credentials(signed=query), self.peer_ip, resource
+            )
+        )
+        if self._closing:
+            return
+        stream = self.server.hub.get(name) if decision.allowed else None
         if stream is None:
+            # Refused and unknown look the same: a private stream cannot be probed.
             self.session.reject_play(
                 event.stream_id, "NetStream.Play.StreamNotFound", f"no stream {name}"
             )
             self._flush()
-            self.server.count_refusal("play_not_found")
-            log.info("rtmp conn=%d peer=%s play refused: no stream %s", self.id, self.peer, name)
+            reason = "play_not_found" if decision.allowed else f"play_{decision.reason}"
+            self.server.count_refusal(reason)
+            log.info("rtmp conn=%d peer=%s play refused: %s (%s)", self.id, self.peer, name, reason)
             self._close()
             return
         self.session.accept_play(event.stream_id, name)
@@ -385,6 +453,8 @@ class RtmpConnection(asyncio.Protocol):
 
     def _cleanup(self, why: str) -> None:
         self._closing = True
+        if self._decision_task is not None:
+            self._decision_task.cancel()
         self.server.connections.discard(self)
         for timer in (self._deadline, self._publisher_check):
             if timer is not None:
