@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "memory://", description="Cache, rate limits and events: memory:// or redis://HOST:PORT/DB."
     )
     cache_prefix: str = Field("rc:", description="Prefix of every cache key (share one Redis).")
+    cache_max_entries: int = Field(
+        100_000, ge=1, description="Most keys the in-process cache holds."
+    )
+    cache_max_queued_messages: int = Field(
+        1_000, ge=1, description="Most undelivered events per subscriber."
+    )
     secret_key: SecretStr | None = Field(
         None,
         description="Server secret for stream-key hashes and signatures. Empty: generated"
