@@ -8,20 +8,26 @@ cleanly, then the listeners).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from ripplecast.accounts.credentials import PasswordPolicy, Passwords
+from ripplecast.accounts.directory import DatabaseDirectory
 from ripplecast.accounts.policy import AccessPolicy
-from ripplecast.accounts.static_directory import SettingsDirectory
+from ripplecast.accounts.service import Accounts
 from ripplecast.config import PublishMode, Settings
+from ripplecast.db import Database, database_url_for
+from ripplecast.db.models import Role
 from ripplecast.http.app import create_app
 from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
@@ -30,9 +36,9 @@ from ripplecast.protocols.rtmp.server import RtmpServer
 
 log = logging.getLogger("ripplecast")
 
-KEYS_FILE = "stream-keys.json"
 SECRET_FILE = "secret.key"
 DEFAULT_STREAM = "main"
+FIRST_ADMIN = "admin"
 
 
 def _write_private(path: Path, data: str) -> None:
@@ -69,23 +75,52 @@ def signing_keys(settings: Settings, secret: bytes) -> tuple[dict[str, bytes], s
     return {"k0": derived}, "k0"
 
 
-def load_or_create_stream_keys(settings: Settings) -> tuple[dict[str, str], str | None]:
-    """Return the stream keys to use and, if one was generated just now, that new key.
+def passwords_for(settings: Settings) -> Passwords:
+    """The password hasher with the settings' argon2id parameters."""
+    return Passwords(
+        PasswordPolicy(
+            time_cost=settings.argon2_time_cost,
+            memory_cost_kib=settings.argon2_memory_kib,
+            min_length=settings.password_min_length,
+        )
+    )
 
-    Keys from settings win. Otherwise keys live in `DATA_DIR/stream-keys.json` (mode 0600);
-    on first start one key for the stream `main` is generated there.
-    """
-    if settings.stream_keys:
-        return dict(settings.stream_keys), None
-    path = settings.data_dir / KEYS_FILE
-    if path.exists():
-        data = json.loads(path.read_text())
-        keys = data.get("keys", {})
-        if isinstance(keys, dict) and keys:
-            return {str(k): str(v) for k, v in keys.items()}, None
-    key = secrets.token_urlsafe(18)
-    _write_private(path, json.dumps({"keys": {key: DEFAULT_STREAM}}))
-    return {key: DEFAULT_STREAM}, key
+
+def database_for(settings: Settings) -> Database:
+    """The metadata database. The embedded default (SQLite in the data dir) migrates itself on
+    start; a shared database is migrated once, by `ripplecast db upgrade`, not by every node."""
+    return Database(
+        database_url_for(settings.data_dir, settings.database_url or None),
+        upgrade_on_start=not settings.database_url,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_accounts(settings: Settings) -> AsyncIterator[Accounts]:
+    """Account operations on the node's database, for the CLI."""
+    async with database_for(settings) as db:
+        yield Accounts(db, passwords_for(settings), secret=load_or_create_secret(settings))
+
+
+@dataclass(frozen=True, slots=True)
+class FirstRun:
+    """What a fresh install created so that it can go live at once (printed once)."""
+
+    username: str
+    password: str
+    channel: str
+    stream_key: str
+
+
+async def bootstrap(accounts: Accounts) -> FirstRun | None:
+    """On an empty database: an admin with a random password, channel `main` and its key."""
+    if await accounts.count_channels() or await accounts.count_users():
+        return None
+    password = secrets.token_urlsafe(12)
+    await accounts.create_user(FIRST_ADMIN, password, role=Role.ADMIN)
+    await accounts.create_channel(FIRST_ADMIN, DEFAULT_STREAM, title="Main")
+    key = await accounts.create_stream_key(DEFAULT_STREAM, label="created on first start")
+    return FirstRun(FIRST_ADMIN, password, DEFAULT_STREAM, key.key)
 
 
 class Node:
@@ -93,16 +128,15 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.new_stream_key: str | None = None
+        self.first_run: FirstRun | None = None
         self.hub = Hub(settings, listener_factories=self._listener_factories())
         self.secret = load_or_create_secret(settings)
         self.signing_keys, self.signing_key_id = signing_keys(settings, self.secret)
         open_publishing = settings.publish_mode is PublishMode.OPEN
-        keys: dict[str, str] = {}
-        if not open_publishing:
-            keys, self.new_stream_key = load_or_create_stream_keys(settings)
+        self.db = database_for(settings)
+        self.accounts = Accounts(self.db, passwords_for(settings), secret=self.secret)
         self.access = AccessPolicy(
-            SettingsDirectory(keys, secret=self.secret),
+            DatabaseDirectory(self.db),
             secret=self.secret,
             signing_keys=self.signing_keys,
             clock=time.time,
@@ -128,7 +162,10 @@ class Node:
         return factories
 
     async def start(self) -> None:
-        """Open the RTMP and HTTP listeners."""
+        """Open the database, then the RTMP and HTTP listeners."""
+        await self.db.start()
+        if self.settings.publish_mode is PublishMode.KEYS:
+            self.first_run = await bootstrap(self.accounts)
         await self.rtmp.start()
         self._runner = web.AppRunner(
             self.http_app,
@@ -163,4 +200,5 @@ class Node:
         await self.rtmp.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.db.close()
         await asyncio.sleep(0)

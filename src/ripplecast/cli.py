@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,12 @@ cli = typer.Typer(
 )
 config_cli = typer.Typer(no_args_is_help=True, help="Inspect the configuration.")
 cli.add_typer(config_cli, name="config")
+db_cli = typer.Typer(no_args_is_help=True, help="Migrate and check the metadata database.")
+cli.add_typer(db_cli, name="db")
+user_cli = typer.Typer(no_args_is_help=True, help="Manage accounts.")
+cli.add_typer(user_cli, name="user")
+channel_cli = typer.Typer(no_args_is_help=True, help="Manage channels and their stream keys.")
+cli.add_typer(channel_cli, name="channel")
 
 ConfigOption = Annotated[
     Path | None,
@@ -61,6 +68,140 @@ def config_show(
     """Print the effective settings as JSON, secrets masked."""
     settings = _settings(config, rtmp_port=rtmp_port, http_port=http_port, data_dir=data_dir)
     typer.echo(json.dumps(settings.masked(), indent=2, sort_keys=True))
+
+
+def _database_url(settings: Settings) -> str:
+    from ripplecast.db import DatabaseURLError, database_url_for
+
+    try:
+        return database_url_for(settings.data_dir, settings.database_url or None)
+    except DatabaseURLError as exc:
+        typer.echo(f"invalid database_url: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@db_cli.command("upgrade")
+def db_upgrade(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the metadata database to REVISION (default: the newest)."""
+    from ripplecast.db.migrate import current_revision, upgrade
+
+    url = _database_url(_settings(config, data_dir=data_dir))
+    asyncio.run(upgrade(url, revision))
+    typer.echo(f"database at revision {asyncio.run(current_revision(url))}")
+
+
+@db_cli.command("current")
+def db_current(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Print the database's revision and the newest one this version knows."""
+    from ripplecast.db.migrate import current_revision, head_revision
+
+    url = _database_url(_settings(config, data_dir=data_dir))
+    current = asyncio.run(current_revision(url))
+    typer.echo(f"current: {current or '(empty)'}  head: {head_revision()}")
+
+
+@db_cli.command("check")
+def db_check(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Exit 1 if the live schema differs from the models (prints the differences)."""
+    from ripplecast.db.migrate import schema_differences
+
+    url = _database_url(_settings(config, data_dir=data_dir))
+    differences = asyncio.run(schema_differences(url))
+    for difference in differences:
+        typer.echo(repr(difference))
+    if differences:
+        raise typer.Exit(1)
+    typer.echo("schema matches the models")
+
+
+def _with_accounts(settings: Settings, work: Callable[[Any], Awaitable[None]]) -> None:
+    """Run `work(accounts)` against the node's database (migrated first, like `serve`)."""
+    from ripplecast.accounts.service import AccountError
+    from ripplecast.app import open_accounts
+
+    async def run() -> None:
+        async with open_accounts(settings) as accounts:
+            await work(accounts)
+
+    try:
+        asyncio.run(run())
+    except AccountError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@user_cli.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="The new account's name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make it an administrator.")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create an account (the first one is always an administrator)."""
+    from ripplecast.db.models import Role
+
+    settings = _settings(config, data_dir=data_dir)
+    password = _read_password(password_stdin)
+
+    async def work(accounts: Any) -> None:
+        user = await accounts.create_user(username, password, role=Role.ADMIN if admin else None)
+        typer.echo(f"created user {user.username} ({user.role})")
+
+    _with_accounts(settings, work)
+
+
+@channel_cli.command("create")
+def channel_create(
+    slug: Annotated[str, typer.Argument(help="Channel name: the stream NAME in play URLs.")],
+    owner: Annotated[str, typer.Option("--owner", help="The user who owns it.")],
+    title: Annotated[str, typer.Option("--title", help="Shown on pages.")] = "",
+    private: Annotated[bool, typer.Option("--private", help="Only its owner may watch.")] = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a channel and print a new stream key for it (shown once)."""
+    from ripplecast.db.models import Visibility
+
+    settings = _settings(config, data_dir=data_dir)
+    visibility = Visibility.PRIVATE if private else Visibility.PUBLIC
+
+    async def work(accounts: Any) -> None:
+        await accounts.create_channel(owner, slug, title=title, visibility=visibility)
+        key = await accounts.create_stream_key(slug, label="created with the CLI")
+        typer.echo(f"created channel {slug} ({visibility})")
+        typer.echo(f"Stream Key: {key.key}   (shown once)")
+
+    _with_accounts(settings, work)
+
+
+@channel_cli.command("key")
+def channel_key(
+    slug: Annotated[str, typer.Argument(help="The channel.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print a new stream key for a channel (shown once; older keys keep working)."""
+    settings = _settings(config, data_dir=data_dir)
+
+    async def work(accounts: Any) -> None:
+        key = await accounts.create_stream_key(slug, label="created with the CLI")
+        typer.echo(f"Stream Key: {key.key}   (shown once)")
+
+    _with_accounts(settings, work)
 
 
 def _install_loop() -> str:
@@ -115,15 +256,18 @@ def _print_welcome(node: Any) -> None:
     rtmp = f"rtmp://{host}:{node.rtmp_port}/{settings.rtmp_app}"
     http = f"http://{host}:{node.http_port}"
     lines = ["", "Ripplecast is running.", f"  OBS Server:  {rtmp}"]
-    if node.new_stream_key:
+    first = node.first_run
+    if first is not None:
         lines += [
-            f"  Stream Key:  {node.new_stream_key}   (new; shown once, stored in"
-            f" {settings.data_dir}/stream-keys.json)",
+            f"  Stream Key:  {first.stream_key}   (shown once)",
+            f"  Admin:       user {first.username}, password {first.password}   (shown once;"
+            " change it)",
         ]
+    elif settings.publish_mode == "keys":
+        lines.append("  Stream Key:  `ripplecast channel key NAME` prints a new one")
     name = "main" if settings.publish_mode == "keys" else "NAME"
     lines += [
-        f"  Watch:       {http}/live/{name}.flv   {http}/live/{name}/index.m3u8"
-        f"   {settings.rtmp_app and rtmp}/{name}",
+        f"  Watch:       {http}/live/{name}.flv   {http}/live/{name}/index.m3u8   {rtmp}/{name}",
         "",
     ]
     print("\n".join(lines), flush=True)

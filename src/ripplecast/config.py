@@ -16,12 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-SECRET_FIELDS = frozenset(
-    {"stream_keys", "secret_key", "signing_keys", "database_url", "cache_url"}
-)
+SECRET_FIELDS = frozenset({"secret_key", "signing_keys", "database_url", "cache_url"})
 """Fields that are or may contain credentials and must never be printed or logged whole."""
 
 STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -129,11 +127,8 @@ class Settings(BaseSettings):
 
     # --- who may publish -----------------------------------------------------------------
     publish_mode: PublishMode = Field(
-        PublishMode.KEYS, description="'keys': a stream key is needed; 'open': any name (dev)."
-    )
-    stream_keys: dict[str, str] = Field(
-        default_factory=dict,
-        description="Stream key -> stream name. Empty: a key is generated into the data dir.",
+        PublishMode.KEYS,
+        description="'keys': a channel's stream key is needed; 'open': any name (development).",
     )
     rtmp_app: str = Field("live", description="The RTMP application name in publish/play URLs.")
     stream_name_max_length: int = Field(64, ge=1, le=255, description="Longest stream name.")
@@ -213,16 +208,6 @@ class Settings(BaseSettings):
     http_max_viewers: int = Field(10_000, ge=1, description="Most HTTP-FLV viewers at once.")
     shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to close cleanly on SIGTERM.")
 
-    @field_validator("stream_keys")
-    @classmethod
-    def _check_stream_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, name in value.items():
-            if len(key) < 8:
-                raise ValueError("a stream key must be at least 8 characters")
-            if not STREAM_NAME_PATTERN.match(name):
-                raise ValueError(f"invalid stream name {name!r} for a stream key")
-        return value
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -243,10 +228,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         for name in SECRET_FIELDS:
             value = data.get(name)
-            if name == "stream_keys" and isinstance(value, dict):
-                # The keys are the secrets; the stream names they publish are not.
-                data[name] = {f"***{i}": stream for i, stream in enumerate(value.values())}
-            elif isinstance(value, dict):
+            if isinstance(value, dict):
                 data[name] = {key_id: "***" for key_id in value}
             elif name.endswith("_url") and isinstance(value, str):
                 data[name] = _mask_url(value)

@@ -140,16 +140,25 @@ async def test_bad_stream_names_are_refused(live_node: RunningNode, name: str) -
     assert len(live_node.node.hub) == 0
 
 
-async def test_keys_mode_refuses_unknown_keys_and_maps_known_ones(make_node: NodeFactory) -> None:
-    async with make_node(publish_mode="keys", stream_keys={"s3cret-key-1": "show"}) as node:
-        bad = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/wrong-key", seconds=2))
-        rc, _, _ = await bad.wait(20)
-        assert rc != 0
-        assert node.node.rtmp.refused["publish_bad_key"] >= 1
-        async with await Process.start(ffmpeg_publish_args(f"{node.rtmp}/s3cret-key-1", seconds=6)):
+async def test_keys_mode_refuses_unknown_and_revoked_keys(make_node: NodeFactory) -> None:
+    async with make_node(publish_mode="keys") as node:
+        accounts = node.node.accounts
+        await accounts.create_user("carol", "a long password")
+        await accounts.create_channel("carol", "show")
+        key = (await accounts.create_stream_key("show")).key
+        old = await accounts.create_stream_key("show")
+        await accounts.revoke_stream_key(old.id)
+        for wrong in ("wrong-key", old.key):
+            bad = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{wrong}", seconds=2))
+            rc, _, _ = await bad.wait(20)
+            assert rc != 0
+        refused = node.node.rtmp.refused
+        assert refused["publish_bad_key"] == 1
+        assert refused["publish_revoked_key"] == 1
+        async with await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{key}", seconds=6)):
             await wait_until(lambda: node.node.hub.get("show") is not None, 10, "stream show")
             # The key never names a stream: playing by the key finds nothing.
-            assert node.node.hub.get("s3cret-key-1") is None
+            assert node.node.hub.get(key) is None
 
 
 async def test_http_paths_cannot_escape(live_node: RunningNode) -> None:

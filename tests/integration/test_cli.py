@@ -33,7 +33,7 @@ async def test_config_show_merges_sources_and_masks_secrets(tmp_path: Path) -> N
     config = tmp_path / "ripplecast.toml"
     config.write_text(
         "http_port = 9000\nrtmp_port = 2000\nbatch_interval_ms = 20\n"
-        '[stream_keys]\n"very-secret-key" = "studio"\n'
+        'secret_key = "very-secret-key"\n[signing_keys]\n"2026" = "another-secret"\n'
     )
     argv = [*RIPPLECAST, "config", "show", "--config", str(config), "--rtmp-port", "3000"]
     process = await Process.start(
@@ -46,7 +46,8 @@ async def test_config_show_merges_sources_and_masks_secrets(tmp_path: Path) -> N
     assert shown["http_port"] == 9100  # environment beats the file
     assert shown["batch_interval_ms"] == 20  # file beats the default
     assert "very-secret-key" not in out.decode()
-    assert list(shown["stream_keys"].values()) == ["studio"]
+    assert "another-secret" not in out.decode()
+    assert shown["signing_keys"] == {"2026": "***"}
 
 
 async def test_invalid_settings_are_refused_with_the_field_named(tmp_path: Path) -> None:
@@ -95,7 +96,9 @@ async def test_serve_first_start_prints_key_publishes_and_stops_cleanly(tmp_path
             assert line, "server exited before printing its stream key"
             if "Stream Key:" in line:
                 key = line.split("Stream Key:")[1].split()[0]
-        assert (data / "stream-keys.json").stat().st_mode & 0o777 == 0o600
+                admin = (await asyncio.wait_for(server.proc.stdout.readline(), 5)).decode()
+                password = admin.split("password")[1].split()[0]
+        assert (data / "secret.key").stat().st_mode & 0o777 == 0o600
         publisher = await Process.start(
             ffmpeg_publish_args(f"rtmp://127.0.0.1:{rtmp_port}/live/{key}", seconds=20)
         )
@@ -129,6 +132,7 @@ async def test_serve_first_start_prints_key_publishes_and_stops_cleanly(tmp_path
             await publisher.wait(15)
     text = log.decode()
     assert key not in text  # the stream key is a secret: never logged
+    assert password not in text
     assert "publish start stream=main" in text
     assert "play start stream=main" in text
     assert "shutting down" in text

@@ -35,14 +35,13 @@ async def test_librtmp_publishes_like_obs(make_node: NodeFactory, tmp_path: Path
     ]  # fmt: skip
     code, _, err = await run(encode)
     assert code == 0, err.decode()
-    async with make_node(publish_mode="keys", stream_keys={"obs-stream-key-1": "studio"}) as node:
-        publisher = await Process.start(
-            [
-                str(client),
-                f"rtmp://127.0.0.1:{node.node.rtmp_port}/live/obs-stream-key-1",
-                str(media),
-            ]
-        )
+    async with make_node(publish_mode="keys") as node:
+        accounts = node.node.accounts
+        await accounts.create_user("obs", "a long password")
+        await accounts.create_channel("obs", "studio")
+        key = (await accounts.create_stream_key("studio")).key
+        url = f"rtmp://127.0.0.1:{node.node.rtmp_port}/live/{key}"
+        publisher = await Process.start([str(client), url, str(media)])
         async with publisher:
             await wait_until(
                 lambda: (s := node.node.hub.get("studio")) is not None and s.stats.keyframes >= 1,

@@ -29,6 +29,23 @@ from typing import Protocol
 
 from ripplecast.accounts.credentials import keyed_hash, token_hash
 from ripplecast.accounts.signed_urls import PARAMS, SignatureError, verify
+from ripplecast.db.models import Role, Visibility
+
+__all__ = [
+    "AccessPolicy",
+    "AccessRequest",
+    "Action",
+    "ChannelInfo",
+    "Credentials",
+    "Decision",
+    "Directory",
+    "Principal",
+    "Role",
+    "Scope",
+    "StreamKeyInfo",
+    "Via",
+    "Visibility",
+]
 
 
 class Action(StrEnum):
@@ -47,22 +64,6 @@ class Via(StrEnum):
     HLS = "hls"
     API = "api"
     VOD = "vod"
-
-
-class Role(StrEnum):
-    """Account roles, from most to least powerful."""
-
-    ADMIN = "admin"
-    CREATOR = "creator"
-    VIEWER = "viewer"
-
-
-class Visibility(StrEnum):
-    """Who may watch a channel."""
-
-    PUBLIC = "public"
-    UNLISTED = "unlisted"
-    PRIVATE = "private"
 
 
 class Scope(StrEnum):

@@ -1,0 +1,1 @@
+"""Alembic scripts of the metadata schema (run through `ripplecast.db.migrate`)."""

@@ -1,0 +1,1 @@
+"""One file per revision, `rNNNN_slug.py`, chained by `down_revision`."""
