@@ -25,6 +25,7 @@ from ripplecast.accounts.credentials import PasswordPolicy, Passwords
 from ripplecast.accounts.directory import DatabaseDirectory
 from ripplecast.accounts.policy import AccessPolicy
 from ripplecast.accounts.service import Accounts
+from ripplecast.accounts.signed_urls import signed_query
 from ripplecast.config import PublishMode, Settings
 from ripplecast.db import Database, database_url_for
 from ripplecast.db.models import Role
@@ -180,6 +181,17 @@ class Node:
         await self._site.start()
         self._ready = True
         log.info("ripplecast listening: rtmp port %d, http port %d", self.rtmp_port, self.http_port)
+
+    def signed_query(self, resource: str, *, ttl: int | None = None, ip: str = "") -> str:
+        """A query string granting `resource` (e.g. `/live/NAME`) for `ttl` seconds."""
+        lifetime = ttl if ttl is not None else self.settings.signed_url_ttl_seconds
+        return signed_query(
+            resource,
+            expires_at=int(time.time()) + lifetime,
+            key_id=self.signing_key_id,
+            keys=self.signing_keys,
+            ip=ip,
+        )
 
     @property
     def rtmp_port(self) -> int:

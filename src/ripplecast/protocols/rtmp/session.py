@@ -299,7 +299,10 @@ class ServerSession:
         self._on_status(stream_id, "error", code, description)
 
     def accept_play(self, stream_id: int, name: str) -> None:
-        """Start playback: StreamBegin, Play.Reset, Play.Start, |RtmpSampleAccess, Data.Start.
+        """Start playback: StreamBegin, Play.Reset, Play.Start and |RtmpSampleAccess.
+
+        No `onStatus NetStream.Data.Start` data message: ffmpeg's FLV demuxer turns unknown
+        data messages into a phantom data stream.
 
         After this the adapter attaches the connection to the hub, which writes media framed
         with `rtmp_media_message(..., stream_id=stream_id)`.
@@ -314,8 +317,6 @@ class ServerSession:
         self._on_status(stream_id, "status", "NetStream.Play.Start", f"Started playing {name}.")
         access = amf0.encode_values("|RtmpSampleAccess", True, True)
         self._out.append(self._encode(chunk.CSID_DATA, chunk.DATA_AMF0, stream_id, access))
-        data_start = amf0.encode_values("onStatus", {"code": "NetStream.Data.Start"})
-        self._out.append(self._encode(chunk.CSID_DATA, chunk.DATA_AMF0, stream_id, data_start))
 
     def reject_play(self, stream_id: int, code: str, description: str) -> None:
         """Refuse playback (code e.g. NetStream.Play.StreamNotFound)."""
