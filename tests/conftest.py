@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,7 @@ import pytest
 
 from ripplecast.app import Node
 from ripplecast.config import Settings
-from support import RunningNode
-
-NodeFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningNode]]
+from support import NodeFactory, RunningNode
 
 
 @pytest.fixture

@@ -42,6 +42,10 @@ class RunningNode:
         return f"http://127.0.0.1:{self.node.http_port}"
 
 
+NodeFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningNode]]
+"""The `make_node` fixture: keyword arguments override settings."""
+
+
 def ffmpeg_publish_args(
     url: str,
     *,

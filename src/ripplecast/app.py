@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -26,6 +27,7 @@ from ripplecast.accounts.directory import DatabaseDirectory
 from ripplecast.accounts.policy import AccessPolicy
 from ripplecast.accounts.service import Accounts
 from ripplecast.accounts.signed_urls import signed_query
+from ripplecast.cache import open_cache
 from ripplecast.config import PublishMode, Settings
 from ripplecast.db import Database, database_url_for
 from ripplecast.db.models import Role
@@ -38,6 +40,7 @@ from ripplecast.protocols.rtmp.server import RtmpServer
 log = logging.getLogger("ripplecast")
 
 SECRET_FILE = "secret.key"
+EVENTS_CHANNEL = "events"
 DEFAULT_STREAM = "main"
 FIRST_ADMIN = "admin"
 
@@ -135,7 +138,19 @@ class Node:
         self.signing_keys, self.signing_key_id = signing_keys(settings, self.secret)
         open_publishing = settings.publish_mode is PublishMode.OPEN
         self.db = database_for(settings)
-        self.accounts = Accounts(self.db, passwords_for(settings), secret=self.secret)
+        self.cache = open_cache(
+            settings.cache_url,
+            prefix=settings.cache_prefix,
+            max_entries=settings.cache_max_entries,
+            max_queued_messages=settings.cache_max_queued_messages,
+        )
+        self._events_task: asyncio.Task[None] | None = None
+        self.accounts = Accounts(
+            self.db,
+            passwords_for(settings),
+            secret=self.secret,
+            on_key_revoked=self._announce_key_revoked,
+        )
         self.access = AccessPolicy(
             DatabaseDirectory(self.db),
             secret=self.secret,
@@ -167,6 +182,9 @@ class Node:
         await self.db.start()
         if self.settings.publish_mode is PublishMode.KEYS:
             self.first_run = await bootstrap(self.accounts)
+        listening = asyncio.Event()
+        self._events_task = asyncio.create_task(self._listen_events(listening))
+        await listening.wait()
         await self.rtmp.start()
         self._runner = web.AppRunner(
             self.http_app,
@@ -181,6 +199,28 @@ class Node:
         await self._site.start()
         self._ready = True
         log.info("ripplecast listening: rtmp port %d, http port %d", self.rtmp_port, self.http_port)
+
+    async def _announce_key_revoked(self, key_id: int) -> None:
+        event = {"type": "stream_key_revoked", "id": key_id}
+        await self.cache.publish(EVENTS_CHANNEL, json.dumps(event).encode())
+
+    async def _listen_events(self, listening: asyncio.Event) -> None:
+        """Act on events from any node (through the cache's pub/sub): kick revoked keys."""
+        async with self.cache.subscribe(EVENTS_CHANNEL) as events:
+            listening.set()
+            async for message in events:
+                try:
+                    event = json.loads(message)
+                    kind, ident = event["type"], int(event["id"])
+                except (ValueError, KeyError, TypeError):
+                    log.warning("ignored a malformed event on %s", EVENTS_CHANNEL)
+                    continue
+                if kind == "stream_key_revoked":
+                    kicked = self.rtmp.kick_key(ident)
+                    if kicked:
+                        log.info(
+                            "stream key %d revoked: %d publisher(s) disconnected", ident, kicked
+                        )
 
     def signed_query(self, resource: str, *, ttl: int | None = None, ip: str = "") -> str:
         """A query string granting `resource` (e.g. `/live/NAME`) for `ttl` seconds."""
@@ -212,5 +252,10 @@ class Node:
         await self.rtmp.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._events_task is not None:
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events_task
+        await self.cache.close()
         await self.db.close()
         await asyncio.sleep(0)

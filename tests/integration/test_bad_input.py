@@ -9,11 +9,11 @@ import os
 import aiohttp
 import pytest
 
-from conftest import NodeFactory
 from ripplecast.http.app import LIVE_ROUTES
 from ripplecast.media import amf0
 from support import (
     FlvViewer,
+    NodeFactory,
     Process,
     RunningNode,
     ScriptedRtmpClient,
@@ -177,3 +177,27 @@ async def test_http_paths_cannot_escape(live_node: RunningNode) -> None:
                 assert "root:" not in body
     routes = live_node.node.http_app[LIVE_ROUTES]
     assert routes.refused["bad_name"] >= 2  # %2e%2e and %00 reach the handler and are refused
+
+
+async def test_revoking_a_key_disconnects_its_live_publisher(make_node: NodeFactory) -> None:
+    async with make_node(publish_mode="keys", reconnect_grace_seconds=0.5) as node:
+        accounts = node.node.accounts
+        await accounts.create_user("erin", "a long password")
+        await accounts.create_channel("erin", "news")
+        key = await accounts.create_stream_key("news")
+        spare = await accounts.create_stream_key("news")
+        publisher = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{key.key}", seconds=30))
+        async with publisher:
+            await wait_until(lambda: node.node.hub.get("news") is not None, 10, "news live")
+            await accounts.revoke_stream_key(spare.id)  # another key: nothing happens
+            await asyncio.sleep(0.3)
+            assert node.node.rtmp.refused["key_revoked"] == 0
+            await accounts.revoke_stream_key(key.id)
+            code, _, _ = await publisher.wait(20)
+            assert code != 0  # ffmpeg lost its connection
+        assert node.node.rtmp.refused["key_revoked"] == 1
+        await wait_until(lambda: node.node.hub.get("news") is None, 5, "stream to end")
+        again = await Process.start(ffmpeg_publish_args(f"{node.rtmp}/{key.key}", seconds=2))
+        code, _, _ = await again.wait(20)
+        assert code != 0
+        assert node.node.rtmp.refused["publish_revoked_key"] == 1

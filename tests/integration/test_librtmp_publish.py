@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NodeFactory
-from support import REQUIRE_SERVICES, Process, require_program, run, wait_until
+from support import REQUIRE_SERVICES, NodeFactory, Process, require_program, run, wait_until
 
 CLIENT_SOURCE = Path(__file__).parent / "clients" / "librtmp_publish.c"
 

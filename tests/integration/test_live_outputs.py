@@ -9,10 +9,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import NodeFactory
 from ripplecast.media.flv import FlvHeader, FlvReader, FlvTag, make_packet
 from ripplecast.media.packet import PacketKind
 from support import (
+    NodeFactory,
     Process,
     RunningNode,
     ffmpeg_publish_args,

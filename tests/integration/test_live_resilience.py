@@ -9,9 +9,9 @@ import socket
 
 import aiohttp
 
-from conftest import NodeFactory
 from support import (
     FlvViewer,
+    NodeFactory,
     Process,
     ScriptedRtmpClient,
     ffmpeg_publish_args,

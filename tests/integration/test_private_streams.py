@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from conftest import NodeFactory
-from support import Process, ffmpeg_publish_args, require_program, run, wait_until
+from support import NodeFactory, Process, ffmpeg_publish_args, require_program, run, wait_until
 
 
 async def ffprobe_codecs(url: str) -> tuple[int, str]:

@@ -54,7 +54,9 @@ class DatabaseDirectory:
             key = (await session.execute(query)).scalar_one_or_none()
             if key is None:
                 return None
-            return StreamKeyInfo(_channel_info(key.channel), revoked=key.revoked_at is not None)
+            return StreamKeyInfo(
+                _channel_info(key.channel), revoked=key.revoked_at is not None, id=key.id
+            )
 
     async def session(self, session_hash: str) -> Principal | None:
         query = (

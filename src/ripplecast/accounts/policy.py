@@ -135,6 +135,8 @@ class StreamKeyInfo:
 
     channel: ChannelInfo
     revoked: bool = False
+    id: int = 0
+    """The key's id, so a live publisher can be found when its key is revoked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +151,8 @@ class Decision:
     principal: Principal | None = None
     stream: str = ""
     """For an allowed publish: the stream name to publish as."""
+    credential_id: int = 0
+    """For an allowed publish: the stream key's id (0 when not from the database)."""
 
 
 class Directory(Protocol):
@@ -227,7 +231,7 @@ class AccessPolicy:
             return _refuse("revoked_key", 403)
         if info.channel.owner_disabled:
             return _refuse("disabled_user", 403)
-        return Decision(True, "ok", stream=info.channel.slug)
+        return Decision(True, "ok", stream=info.channel.slug, credential_id=info.id)
 
     async def _play(self, request: AccessRequest) -> Decision:
         signed = request.credentials.signed

@@ -9,6 +9,7 @@ messages fit to show the user.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -55,10 +56,18 @@ def _now() -> datetime:
 class Accounts:
     """Users, channels and stream keys (see module docstring)."""
 
-    def __init__(self, db: Database, passwords: Passwords, *, secret: bytes) -> None:
+    def __init__(
+        self,
+        db: Database,
+        passwords: Passwords,
+        *,
+        secret: bytes,
+        on_key_revoked: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
         self._db = db
         self._passwords = passwords
         self._secret = secret
+        self._on_key_revoked = on_key_revoked
 
     async def create_user(
         self, username: str, password: str, *, role: Role | None = None, email: str | None = None
@@ -139,13 +148,16 @@ class Accounts:
             return NewStreamKey(row.id, slug, key, row.hint)
 
     async def revoke_stream_key(self, key_id: int) -> None:
-        """Revoke a stream key (publishing with it is refused from now on)."""
+        """Revoke a stream key: publishing with it is refused from now on, and a publisher live
+        with it is disconnected (every node hears of it through `on_key_revoked`)."""
         async with self._db.transaction() as session:
             row = await session.get(StreamKey, key_id)
             if row is None:
                 raise NotFound(f"no stream key {key_id}")
             if row.revoked_at is None:
                 row.revoked_at = _now()
+        if self._on_key_revoked is not None:
+            await self._on_key_revoked(key_id)
 
     async def count_users(self) -> int:
         """How many accounts exist."""

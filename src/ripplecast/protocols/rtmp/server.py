@@ -125,6 +125,15 @@ class RtmpServer:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def kick_key(self, key_id: int) -> int:
+        """Disconnect every publisher that went live with stream key `key_id`; return how many."""
+        kicked = 0
+        for connection in list(self.connections):
+            if connection.publishing is not None and connection.publish_key_id == key_id:
+                connection.kick("key_revoked", "stream key revoked")
+                kicked += 1
+        return kicked
+
     def count_refusal(self, reason: str) -> None:
         self.refused[reason] += 1
 
@@ -143,6 +152,7 @@ class RtmpConnection(asyncio.Protocol):
         self._publisher_check: asyncio.TimerHandle | None = None
         self._last_data = 0.0
         self.publishing: tuple[int, LiveStream] | None = None
+        self.publish_key_id = 0
         self.playing: dict[int, tuple[LiveStream, Reader]] = {}
         self._closing = False
         self._deciding = False
@@ -268,6 +278,11 @@ class RtmpConnection(asyncio.Protocol):
     def _handshake_done(self) -> bool:
         return self.session.phase is not Phase.HANDSHAKE
 
+    def kick(self, reason: str, message: str) -> None:
+        """Close this connection on the server's initiative (counted and logged)."""
+        if not self._closing:
+            self._refuse(reason, message)
+
     def shutdown(self) -> None:
         """Server stopping: end plays cleanly, drop the publisher."""
         if self.playing:
@@ -363,6 +378,7 @@ class RtmpConnection(asyncio.Protocol):
             self._reject_publish(event, "stream_busy", str(exc))
             return
         self.publishing = (event.stream_id, stream)
+        self.publish_key_id = decision.credential_id
         self.session.accept_publish(event.stream_id, name)
         self._settle()
         loop = asyncio.get_running_loop()
