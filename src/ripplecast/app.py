@@ -18,12 +18,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
 
 from ripplecast.accounts.credentials import PasswordPolicy, Passwords
 from ripplecast.accounts.directory import DatabaseDirectory
+from ripplecast.accounts.logins import LoginLimits, Logins
 from ripplecast.accounts.policy import AccessPolicy
 from ripplecast.accounts.service import Accounts
 from ripplecast.accounts.signed_urls import signed_query
@@ -145,11 +147,20 @@ class Node:
             max_queued_messages=settings.cache_max_queued_messages,
         )
         self._events_task: asyncio.Task[None] | None = None
+        passwords = passwords_for(settings)
         self.accounts = Accounts(
+            self.db, passwords, secret=self.secret, on_key_revoked=self._announce_key_revoked
+        )
+        self.logins = Logins(
             self.db,
-            passwords_for(settings),
-            secret=self.secret,
-            on_key_revoked=self._announce_key_revoked,
+            self.cache,
+            passwords,
+            LoginLimits(
+                window_seconds=settings.login_window_seconds,
+                max_per_account=settings.login_max_failures_per_account,
+                max_per_ip=settings.login_max_failures_per_ip,
+                session_ttl=timedelta(seconds=settings.session_ttl_seconds),
+            ),
         )
         self.access = AccessPolicy(
             DatabaseDirectory(self.db),
