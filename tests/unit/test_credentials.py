@@ -103,3 +103,14 @@ def test_covers_directory_prefix() -> None:
     assert covers("/vod/7/", "/vod/7/720p/1.ts")
     assert not covers("/vod/7/", "/vod/70/master.m3u8")
     assert not covers("/vod/7", "/vod/70/master.m3u8")
+
+
+def test_csrf_tokens_are_bound_to_the_session() -> None:
+    from ripplecast.accounts.csrf import check_csrf, csrf_token
+
+    token = csrf_token(b"secret", "session-a")
+    assert check_csrf(b"secret", "session-a", token)
+    assert not check_csrf(b"secret", "session-b", token)
+    assert not check_csrf(b"other secret", "session-a", token)
+    assert not check_csrf(b"secret", "session-a", "")
+    assert not check_csrf(b"secret", "", token)
