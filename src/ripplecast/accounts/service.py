@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from ripplecast.accounts.credentials import Passwords, keyed_hash, new_token
 from ripplecast.db.engine import Database
@@ -51,6 +52,18 @@ class NewStreamKey:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a change: only owners (and admins) may touch a channel and its keys."""
+
+    user_id: int
+    admin: bool = False
+
+    def may_manage(self, channel: Channel) -> bool:
+        """True if this actor owns `channel` or is an admin."""
+        return self.admin or channel.owner_id == self.user_id
 
 
 class Accounts:
@@ -147,17 +160,100 @@ class Accounts:
             await session.flush()
             return NewStreamKey(row.id, slug, key, row.hint)
 
-    async def revoke_stream_key(self, key_id: int) -> None:
+    async def revoke_stream_key(self, key_id: int, *, actor: Actor | None = None) -> None:
         """Revoke a stream key: publishing with it is refused from now on, and a publisher live
-        with it is disconnected (every node hears of it through `on_key_revoked`)."""
+        with it is disconnected (every node hears of it through `on_key_revoked`).
+
+        With an `actor`, the key must be on one of its channels (else: not found)."""
         async with self._db.transaction() as session:
-            row = await session.get(StreamKey, key_id)
-            if row is None:
+            row = (
+                await session.execute(
+                    select(StreamKey)
+                    .options(joinedload(StreamKey.channel))
+                    .where(StreamKey.id == key_id)
+                )
+            ).scalar_one_or_none()
+            if row is None or (actor is not None and not actor.may_manage(row.channel)):
                 raise NotFound(f"no stream key {key_id}")
             if row.revoked_at is None:
                 row.revoked_at = _now()
         if self._on_key_revoked is not None:
             await self._on_key_revoked(key_id)
+
+    async def channels(
+        self,
+        *,
+        owner_id: int | None = None,
+        listed_only: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Channel], int]:
+        """Channels (of one owner, or only the publicly listed ones) and how many match."""
+        query = select(Channel)
+        if owner_id is not None:
+            query = query.where(Channel.owner_id == owner_id)
+        if listed_only:
+            query = query.where(Channel.visibility == Visibility.PUBLIC)
+        async with self._db.session() as session:
+            total = (
+                await session.execute(select(func.count()).select_from(query.subquery()))
+            ).scalar_one()
+            rows = await session.execute(query.order_by(Channel.id).limit(limit).offset(offset))
+            return list(rows.scalars()), int(total)
+
+    async def channel(self, slug: str, *, actor: Actor | None = None) -> Channel:
+        """The channel `slug`; with an `actor`, only if it may manage it (else: not found)."""
+        async with self._db.session() as session:
+            channel = (
+                await session.execute(select(Channel).where(Channel.slug == slug))
+            ).scalar_one_or_none()
+        if channel is None or (actor is not None and not actor.may_manage(channel)):
+            raise NotFound(f"no channel named {slug!r}")
+        return channel
+
+    async def update_channel(
+        self,
+        slug: str,
+        actor: Actor,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        visibility: Visibility | None = None,
+    ) -> Channel:
+        """Change a channel's title, description or visibility (owner or admin only)."""
+        async with self._db.transaction() as session:
+            channel = (
+                await session.execute(select(Channel).where(Channel.slug == slug))
+            ).scalar_one_or_none()
+            if channel is None or not actor.may_manage(channel):
+                raise NotFound(f"no channel named {slug!r}")
+            if title is not None:
+                channel.title = title
+            if description is not None:
+                channel.description = description
+            if visibility is not None:
+                channel.visibility = visibility
+            await session.flush()
+            return channel
+
+    async def delete_channel(self, slug: str, actor: Actor) -> None:
+        """Delete a channel and its stream keys (owner or admin only)."""
+        async with self._db.transaction() as session:
+            channel = (
+                await session.execute(select(Channel).where(Channel.slug == slug))
+            ).scalar_one_or_none()
+            if channel is None or not actor.may_manage(channel):
+                raise NotFound(f"no channel named {slug!r}")
+            await session.delete(channel)
+
+    async def stream_keys(self, slug: str, actor: Actor) -> list[StreamKey]:
+        """The keys of a channel the actor may manage (hashes only, never the keys)."""
+        channel = await self.channel(slug, actor=actor)
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(StreamKey).where(StreamKey.channel_id == channel.id).order_by(StreamKey.id)
+            )
+            return list(rows.scalars())
 
     async def count_users(self) -> int:
         """How many accounts exist."""
