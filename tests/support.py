@@ -91,9 +91,8 @@ class Process:
     async def start(cls, argv: list[str], **kwargs: Any) -> Process:
         kwargs.setdefault("stdout", asyncio.subprocess.DEVNULL)
         kwargs.setdefault("stderr", asyncio.subprocess.PIPE)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, **kwargs
-        )
+        kwargs.setdefault("stdin", asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(*argv, **kwargs)
         return cls(proc, argv)
 
     async def wait(self, timeout: float) -> tuple[int, bytes, bytes]:

@@ -153,3 +153,46 @@ async def test_serve_stops_on_signal_when_idle(tmp_path: Path, sig: int) -> None
         server.proc.send_signal(sig)
         code, _, _ = await server.wait(10)
     assert code == 0
+
+
+async def test_cli_creates_user_and_channel_then_the_key_publishes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    base = ["--data-dir", str(data)]
+    create = await Process.start(
+        [*RIPPLECAST, "user", "create", "frank", "--password-stdin", *base],
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env(),
+    )  # fmt: skip
+    assert create.proc.stdin is not None
+    create.proc.stdin.write(b"a long password\n")
+    create.proc.stdin.close()
+    code, out, err = await create.wait(30)
+    assert code == 0, err.decode()
+    assert "created user frank (admin)" in out.decode()  # the first account
+    code, out, err = await run(
+        [*RIPPLECAST, "channel", "create", "live1", "--owner", "frank", *base]
+    )
+    assert code == 0, err.decode()
+    key = out.decode().split("Stream Key:")[1].split()[0]
+    code, _, err = await run([*RIPPLECAST, "channel", "create", "live1", "--owner", "frank", *base])
+    assert code == 1 and "taken" in err.decode()
+    code, _, err = await run([*RIPPLECAST, "channel", "create", "x", "--owner", "nobody", *base])
+    assert code == 1 and "no user named 'nobody'" in err.decode()
+    rtmp_port, http_port = free_port(), free_port()
+    argv = [*RIPPLECAST, "serve", "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
+            *base]  # fmt: skip
+    server = await Process.start(argv, stdout=asyncio.subprocess.PIPE, env=env())
+    async with server:
+        assert server.proc.stdout is not None
+        banner = b""
+        while b"Watch:" not in banner:
+            banner += await asyncio.wait_for(server.proc.stdout.readline(), 20)
+        assert b"shown once" not in banner  # not a fresh install: nothing new to print
+        publish = ffmpeg_publish_args(f"rtmp://127.0.0.1:{rtmp_port}/live/{key}", seconds=20)
+        async with await Process.start(publish):
+            await asyncio.sleep(2)
+            probe = [require_program("ffprobe"), "-v", "error", "-show_entries",
+                     "stream=codec_name", "-of", "csv=p=0",
+                     f"http://127.0.0.1:{http_port}/live/live1.flv"]  # fmt: skip
+            code, out, err = await run(probe, 20)
+            assert code == 0, err.decode()
+            assert "h264" in out.decode()
