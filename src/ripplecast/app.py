@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +38,14 @@ from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
 from ripplecast.live.stream import LiveStream, PacketListener
 from ripplecast.protocols.rtmp.server import RtmpServer
+from ripplecast.webhooks import (
+    AdmissionResult,
+    DatabaseEndpoints,
+    StaticEndpoints,
+    WebhookDispatcher,
+    admit_publish,
+    require_url,
+)
 
 log = logging.getLogger("ripplecast")
 
@@ -99,6 +107,42 @@ def database_for(settings: Settings) -> Database:
         database_url_for(settings.data_dir, settings.database_url or None),
         upgrade_on_start=not settings.database_url,
     )
+
+
+def webhooks_for(settings: Settings, db: Database) -> WebhookDispatcher:
+    """The webhook dispatcher; with `webhooks_enabled` off, one that knows no endpoints."""
+    endpoints = (
+        DatabaseEndpoints(db, cache_seconds=settings.webhook_cache_seconds)
+        if settings.webhooks_enabled
+        else StaticEndpoints([])
+    )
+    return WebhookDispatcher(
+        endpoints,
+        timeout=settings.webhook_timeout_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_base=settings.webhook_backoff_base_seconds,
+        backoff_max=max(
+            settings.webhook_backoff_max_seconds, settings.webhook_backoff_base_seconds
+        ),
+        max_queue=settings.webhook_max_queue,
+        max_in_flight=settings.webhook_max_in_flight,
+        drain=settings.webhook_drain_seconds,
+        allow_private=settings.webhook_allow_private_addresses,
+        clock=time.time,
+    )
+
+
+def admission_secret(settings: Settings) -> bytes | None:
+    """The admission webhook's signing secret, None without an admission webhook.
+
+    Raises `ValueError` for an unusable URL or a missing secret (refused at start, not at the
+    first publish)."""
+    if not settings.admission_webhook_url:
+        return None
+    require_url(settings.admission_webhook_url, allow_private=True)
+    if settings.admission_webhook_secret is None:
+        raise ValueError("admission_webhook_url needs admission_webhook_secret")
+    return settings.admission_webhook_secret.get_secret_value().encode()
 
 
 @contextlib.asynccontextmanager
@@ -169,9 +213,21 @@ class Node:
             clock=time.time,
             open_publishing=open_publishing,
         )
-        self.rtmp = RtmpServer(settings, self.hub, self.access.authorize)
+        self.webhooks = webhooks_for(settings, self.db)
+        self._admission_secret = admission_secret(settings)
+        self.rtmp = RtmpServer(
+            settings,
+            self.hub,
+            self.access.authorize,
+            notify=self.webhooks.emit,
+            admit=self._admit_publish if self._admission_secret is not None else None,
+        )
         self.http_app = create_app(
-            settings, self.hub, self.access.authorize, ready=lambda: self._ready
+            settings,
+            self.hub,
+            self.access.authorize,
+            ready=lambda: self._ready,
+            notify=self.webhooks.emit,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -191,6 +247,7 @@ class Node:
     async def start(self) -> None:
         """Open the database, then the RTMP and HTTP listeners."""
         await self.db.start()
+        await self.webhooks.start()
         if self.settings.publish_mode is PublishMode.KEYS:
             self.first_run = await bootstrap(self.accounts)
         listening = asyncio.Event()
@@ -210,6 +267,17 @@ class Node:
         await self._site.start()
         self._ready = True
         log.info("ripplecast listening: rtmp port %d, http port %d", self.rtmp_port, self.http_port)
+
+    async def _admit_publish(self, payload: Mapping[str, object]) -> AdmissionResult:
+        assert self._admission_secret is not None
+        settings = self.settings
+        return await admit_publish(
+            settings.admission_webhook_url,
+            self._admission_secret,
+            payload,
+            timeout=settings.admission_webhook_timeout_seconds,
+            fail_open=settings.admission_webhook_fail_open,
+        )
 
     async def _announce_key_revoked(self, key_id: int) -> None:
         event = {"type": "stream_key_revoked", "id": key_id}
@@ -267,6 +335,9 @@ class Node:
             self._events_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._events_task
+        # After the listeners (their on_unpublish/on_stop events are queued), before the
+        # database (delivery outcomes are recorded there).
+        await self.webhooks.close()
         await self.cache.close()
         await self.db.close()
         await asyncio.sleep(0)

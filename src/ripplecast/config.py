@@ -19,7 +19,16 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-SECRET_FIELDS = frozenset({"secret_key", "signing_keys", "database_url", "cache_url"})
+SECRET_FIELDS = frozenset(
+    {
+        "secret_key",
+        "signing_keys",
+        "database_url",
+        "cache_url",
+        "admission_webhook_url",
+        "admission_webhook_secret",
+    }
+)
 """Fields that are or may contain credentials and must never be printed or logged whole."""
 
 STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -207,6 +216,54 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     http_max_viewers: int = Field(10_000, ge=1, description="Most HTTP-FLV viewers at once.")
     shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to close cleanly on SIGTERM.")
+
+    # --- webhooks ------------------------------------------------------------------------
+    webhooks_enabled: bool = Field(
+        True, description="Deliver events to the webhooks users register."
+    )
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Seconds one delivery attempt may take."
+    )
+    webhook_max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per delivery (timeouts, connection errors, 429, 5xx)."
+    )
+    webhook_backoff_base_seconds: float = Field(
+        0.5, ge=0, description="Wait before the first retry; doubled for each next one."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        30.0, ge=0, description="Longest wait between two attempts."
+    )
+    webhook_max_queue: int = Field(
+        1000, ge=1, description="Events waiting for delivery; further events are dropped."
+    )
+    webhook_max_in_flight: int = Field(
+        16, ge=1, description="Deliveries under way at once (also the connection limit)."
+    )
+    webhook_drain_seconds: float = Field(
+        5.0, ge=0, description="At shutdown, seconds to finish queued deliveries."
+    )
+    webhook_cache_seconds: float = Field(
+        5.0, ge=0, description="How long the list of webhooks per stream is cached."
+    )
+    webhook_allow_private_addresses: bool = Field(
+        False,
+        description="Let webhooks reach loopback, private and link-local addresses (only where"
+        " every user is trusted: otherwise a webhook can probe the server's own network).",
+    )
+    admission_webhook_url: str = Field(
+        "", description="Asked before every publish; may deny it. Empty: no admission webhook."
+    )
+    admission_webhook_secret: SecretStr | None = Field(
+        None, description="Signs admission requests (required with admission_webhook_url)."
+    )
+    admission_webhook_timeout_seconds: float = Field(
+        3.0, gt=0, le=30, description="Seconds the admission webhook has to answer."
+    )
+    admission_webhook_fail_open: bool = Field(
+        False,
+        description="Allow the publish when the admission webhook does not answer (or answers"
+        " 5xx); by default it is refused.",
+    )
 
     @classmethod
     def settings_customise_sources(

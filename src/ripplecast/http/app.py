@@ -7,18 +7,24 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ripplecast.config import Settings
-from ripplecast.http.live import Authorize, LiveRoutes
+from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
 
 LIVE_ROUTES = web.AppKey("live_routes", LiveRoutes)
 
 
 def create_app(
-    settings: Settings, hub: Hub, authorize: Authorize, *, ready: Callable[[], bool]
+    settings: Settings,
+    hub: Hub,
+    authorize: Authorize,
+    *,
+    ready: Callable[[], bool],
+    notify: Notify = ignore_event,
 ) -> web.Application:
-    """Build the application; `ready` says whether the node accepts publishers right now."""
+    """Build the application; `ready` says whether the node accepts publishers right now;
+    `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`."""
     app = web.Application(client_max_size=settings.api_max_body_bytes)
-    live = LiveRoutes(settings, hub, authorize)
+    live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
     app[LIVE_ROUTES] = live
 

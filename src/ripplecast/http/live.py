@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -33,6 +33,15 @@ from ripplecast.media.packet import MediaPacket
 log = logging.getLogger("ripplecast.http")
 
 Authorize = Callable[[AccessRequest], Awaitable[Decision]]
+
+Notify = Callable[[str, Mapping[str, object]], None]
+"""Tell the outside world about an event (the webhook dispatcher's `emit`): never blocks or
+raises. HTTP-FLV viewers cause on_play and on_stop; HLS is per request and causes none."""
+
+
+def ignore_event(event: str, payload: Mapping[str, object]) -> None:
+    """The default `Notify`: nobody listens."""
+
 
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Length"}
 
@@ -102,10 +111,13 @@ class _TransportSink:
 class LiveRoutes:
     """Handlers for live media; registered on the node's aiohttp application."""
 
-    def __init__(self, settings: Settings, hub: Hub, authorize: Authorize) -> None:
+    def __init__(
+        self, settings: Settings, hub: Hub, authorize: Authorize, *, notify: Notify = ignore_event
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.authorize = authorize
+        self.notify = notify
         self.viewers = 0
         self.refused: Counter[str] = Counter()
         """Requests refused, by reason (for logs and metrics)."""
@@ -183,6 +195,13 @@ class LiveRoutes:
         self.viewers += 1
         peer = request.remote
         log.info("http-flv peer=%s play start stream=%s", peer, stream.name)
+        data: dict[str, object] = {
+            "stream": stream.name,
+            "protocol": "http-flv",
+            "client_ip": peer or "",
+            "user_agent": printable(request.headers.get("User-Agent", ""), 255),
+        }
+        self.notify("on_play", data)
         reason = "viewer left"
         try:
             reason = await done
@@ -190,6 +209,7 @@ class LiveRoutes:
             self.viewers -= 1
             stream.remove_reader(reader)
             log.info("http-flv peer=%s play stop stream=%s: %s", peer, stream.name, reason)
+            self.notify("on_stop", {**data, "reason": reason})
         return response
 
     def _packager(self, stream: LiveStream) -> HlsPackager:

@@ -16,8 +16,8 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, cast
 from urllib.parse import parse_qsl
 
 from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Decision, Via
@@ -47,6 +47,31 @@ log = logging.getLogger("ripplecast.rtmp")
 Authorize = Callable[[AccessRequest], Awaitable[Decision]]
 """The access policy's `authorize` (see ripplecast.accounts.policy)."""
 
+Notify = Callable[[str, Mapping[str, object]], None]
+"""Tell the outside world about an event (the webhook dispatcher's `emit`): never blocks or
+raises. Events: on_publish, on_unpublish, on_play, on_stop; the payload is plain JSON data,
+never a secret (no stream key)."""
+
+
+class Admission(Protocol):
+    """The admission webhook's verdict (ripplecast.webhooks.AdmissionResult)."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+Admit = Callable[[Mapping[str, object]], Awaitable[Admission]]
+"""Ask the admission webhook about a publish (payload as for on_publish)."""
+
+
+def _ignore(event: str, payload: Mapping[str, object]) -> None:
+    pass
+
+
 _connection_ids = itertools.count(1)
 
 
@@ -72,10 +97,20 @@ class RtmpFormat:
 class RtmpServer:
     """Listens for RTMP clients and serves publishers and players from the hub."""
 
-    def __init__(self, settings: Settings, hub: Hub, authorize: Authorize) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        authorize: Authorize,
+        *,
+        notify: Notify = _ignore,
+        admit: Admit | None = None,
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.authorize = authorize
+        self.notify = notify
+        self.admit = admit
         self.limits = SessionLimits(
             max_chunk_size=settings.rtmp_max_chunk_size,
             max_message_size=settings.rtmp_max_message_size,
@@ -372,6 +407,15 @@ class RtmpConnection(asyncio.Protocol):
         if self.publishing is not None:
             self._reject_publish(event, "second_publish", "this connection already publishes")
             return
+        data = self._event_data(name, stream_key_id=decision.credential_id or None)
+        if self.server.admit is not None:
+            verdict = await self.server.admit(data)
+            if self._closing:
+                return
+            if not verdict.allowed:
+                message = verdict.message or "refused by the admission webhook"
+                self._reject_publish(event, f"admission_{verdict.reason}", message)
+                return
         try:
             stream = self.server.hub.start_publish(name)
         except StreamBusy as exc:
@@ -386,6 +430,7 @@ class RtmpConnection(asyncio.Protocol):
             settings.rtmp_publisher_timeout / 2, self._check_publisher
         )
         log.info("rtmp conn=%d peer=%s publish start stream=%s", self.id, self.peer, name)
+        self.server.notify("on_publish", data)
 
     def _reject_publish(self, event: PublishRequest, reason: str, message: str) -> None:
         self.session.reject_publish(event.stream_id, "NetStream.Publish.BadName", message)
@@ -448,6 +493,7 @@ class RtmpConnection(asyncio.Protocol):
         reader = stream.add_reader(self, self.server.format_for(event.stream_id))
         self.playing[event.stream_id] = (stream, reader)
         log.info("rtmp conn=%d peer=%s play start stream=%s", self.id, self.peer, name)
+        self.server.notify("on_play", self._event_data(name))
 
     def _stream_closed(self, stream_id: int, command: str) -> None:
         if self.publishing is not None and self.publishing[0] == stream_id:
@@ -461,11 +507,24 @@ class RtmpConnection(asyncio.Protocol):
                 command,
             )
             stream.publisher_left()
+            self.server.notify("on_unpublish", self._event_data(stream.name, reason=command))
         entry = self.playing.pop(stream_id, None)
         if entry is not None:
             stream, reader = entry
             stream.remove_reader(reader)
             log.info("rtmp conn=%d peer=%s play stop stream=%s", self.id, self.peer, stream.name)
+            self.server.notify("on_stop", self._event_data(stream.name, reason=command))
+
+    def _event_data(self, stream: str, **extra: object) -> dict[str, object]:
+        """The payload of a webhook event about `stream` on this connection (no secrets)."""
+        return {
+            "stream": stream,
+            "app": self.server.settings.rtmp_app,
+            "protocol": "rtmp",
+            "client_ip": self.peer_ip,
+            "connection_id": self.id,
+            **extra,
+        }
 
     def _cleanup(self, why: str) -> None:
         self._closing = True
