@@ -228,6 +228,7 @@ class Node:
             self.access.authorize,
             ready=lambda: self._ready,
             notify=self.webhooks.emit,
+            publishers=self.rtmp,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

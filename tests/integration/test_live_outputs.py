@@ -236,6 +236,18 @@ async def test_health_endpoints(make_node: NodeFactory) -> None:
             async with http.get(f"{node.http}/readyz") as response:
                 assert response.status == 200
                 assert (await response.json()) == {"status": "ready", "streams": 0}
+            # The node serves its REST API and the OpenAPI document describing it.
+            async with http.get(f"{node.http}/api/v1/openapi.json") as response:
+                assert response.status == 200
+                document = await response.json()
+                assert document["openapi"].startswith("3.1")
+                assert "/api/v1/streams" in document["paths"]
+            async with http.get(f"{node.http}/api/v1/streams") as response:
+                assert response.status == 200
+                assert (await response.json())["total"] == 0
+            async with http.post(f"{node.http}/api/v1/streams/x/kick") as response:
+                assert response.status == 401
+                assert response.content_type == "application/problem+json"
 
 
 async def test_audio_only_stream_plays_everywhere(live_node: RunningNode) -> None:

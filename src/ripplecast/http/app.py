@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ripplecast.config import Settings
+from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
 
@@ -20,9 +21,11 @@ def create_app(
     *,
     ready: Callable[[], bool],
     notify: Notify = ignore_event,
+    publishers: Publishers | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
-    `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`."""
+    `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
+    the API's kick disconnect a stream's publisher (the RTMP server)."""
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
@@ -38,4 +41,8 @@ def create_app(
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    streams = streams_router(
+        hub, max_name_length=settings.stream_name_max_length, publishers=publishers
+    )
+    install_api(app, [streams], authorize=authorize)
     return app

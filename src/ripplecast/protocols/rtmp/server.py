@@ -169,6 +169,15 @@ class RtmpServer:
                 kicked += 1
         return kicked
 
+    def kick_stream(self, name: str, reason: str) -> int:
+        """Disconnect every publisher of stream `name` (an admin's kick); return how many."""
+        kicked = 0
+        for connection in list(self.connections):
+            if connection.publishing is not None and connection.publishing[1].name == name:
+                connection.kick("kicked", reason)
+                kicked += 1
+        return kicked
+
     def count_refusal(self, reason: str) -> None:
         self.refused[reason] += 1
 
