@@ -229,6 +229,7 @@ class Node:
             ready=lambda: self._ready,
             notify=self.webhooks.emit,
             publishers=self.rtmp,
+            accounts=(self.accounts, self.logins, self.secret),
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

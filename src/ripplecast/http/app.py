@@ -6,8 +6,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ripplecast.accounts.logins import Logins
+from ripplecast.accounts.service import Accounts
 from ripplecast.config import Settings
 from ripplecast.http.api import Publishers, install_api, streams_router
+from ripplecast.http.api.auth import auth_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
 
@@ -22,6 +25,7 @@ def create_app(
     ready: Callable[[], bool],
     notify: Notify = ignore_event,
     publishers: Publishers | None = None,
+    accounts: tuple[Accounts, Logins, bytes] | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
@@ -44,5 +48,14 @@ def create_app(
     streams = streams_router(
         hub, max_name_length=settings.stream_name_max_length, publishers=publishers
     )
-    install_api(app, [streams], authorize=authorize)
+    routers = [streams]
+    csrf_secret = None
+    if accounts is not None:
+        service, logins, csrf_secret = accounts
+        routers.append(
+            auth_router(
+                service, logins, secret=csrf_secret, registration_open=settings.registration_open
+            )
+        )
+    install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app

@@ -29,6 +29,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from ripplecast import __version__
+from ripplecast.accounts.csrf import HEADER as CSRF_HEADER
+from ripplecast.accounts.csrf import check_csrf
 from ripplecast.accounts.policy import AccessRequest, Action, Principal, Scope, Via
 from ripplecast.http.api.openapi import API_PREFIX, docs_page, openapi_document, openapi_path
 from ripplecast.http.api.problems import (
@@ -37,7 +39,7 @@ from ripplecast.http.api.problems import (
     issues,
     problem_middleware,
 )
-from ripplecast.http.live import Authorize, request_credentials
+from ripplecast.http.live import SESSION_COOKIE, Authorize, request_credentials
 
 __all__ = [
     "ApiContext",
@@ -100,6 +102,8 @@ class ApiContext:
     """The path parameters validated by the operation's `params` model, or None."""
     authorize: Authorize
     """The access policy, for handlers that decide per item (e.g. which streams to list)."""
+    finish: list[Callable[[web.StreamResponse], None]] = field(default_factory=list)
+    """Changes to make to the response before it is sent (cookies, headers)."""
 
     def body_as(self, model: type[M]) -> M:
         """The body as `model` (a handler knows which model it declared)."""
@@ -289,13 +293,27 @@ async def _check_auth(request: web.Request, scope: Scope, authorize: Authorize) 
     raise ApiError(403, f"this operation needs the {scope} scope")
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _check_csrf(request: web.Request, secret: bytes) -> None:
+    """A change authenticated by the session cookie must carry the session's CSRF token."""
+    if request.headers.get("Authorization", "")[:7].lower() == "bearer ":
+        return  # no browser sends a bearer token by itself
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    if session_id and not check_csrf(secret, session_id, request.headers.get(CSRF_HEADER, "")):
+        raise ApiError(403, f"missing or invalid {CSRF_HEADER} header")
+
+
 def _aiohttp_handler(
-    route: Route, authorize: Authorize
+    route: Route, authorize: Authorize, csrf_secret: bytes | None = None
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         principal = None
         if route.auth is not None:
             principal = await _check_auth(request, route.auth, authorize)
+            if csrf_secret is not None and request.method not in SAFE_METHODS:
+                _check_csrf(request, csrf_secret)
         params = _read_params(request, route.params) if route.params is not None else None
         query = _read_query(request, route.query) if route.query is not None else None
         body = await _read_body(request, route.body) if route.body is not None else None
@@ -309,15 +327,20 @@ def _aiohttp_handler(
             authorize=authorize,
         )
         result = await route.handler(ctx)
+        response: web.Response
         if route.response is None:
-            return web.Response(status=route.status)
-        if not isinstance(result, route.response):
+            response = web.Response(status=route.status)
+        elif not isinstance(result, route.response):
             raise TypeError(f"{route.operation_id} returned {type(result).__name__}")
-        return web.Response(
-            status=route.status,
-            body=result.model_dump_json().encode(),
-            content_type="application/json",
-        )
+        else:
+            response = web.Response(
+                status=route.status,
+                body=result.model_dump_json().encode(),
+                content_type="application/json",
+            )
+        for change in ctx.finish:
+            change(response)
+        return response
 
     return handle
 
@@ -327,12 +350,15 @@ def install_api(
     routers: Sequence[ApiRouter],
     *,
     authorize: Authorize,
+    csrf_secret: bytes | None = None,
     title: str = "Ripplecast API",
     version: str = __version__,
 ) -> dict[str, Any]:
     """Mount `routers` under /api/v1 with the problem middleware, openapi.json and docs.
 
-    Call before the app starts (it adds a middleware). Returns the OpenAPI document.
+    With `csrf_secret`, a change authenticated by the session cookie needs the session's
+    CSRF token in the X-CSRF-Token header. Call before the app starts (it adds a middleware).
+    Returns the OpenAPI document.
     """
     routes = [route for router in routers for route in router.routes]
     seen: set[tuple[str, str]] = set()
@@ -342,7 +368,7 @@ def install_api(
             raise ValueError(f"duplicate API operation {key[0]} {key[1]}")
         seen.add(key)
         app.router.add_route(
-            route.method, API_PREFIX + route.path, _aiohttp_handler(route, authorize)
+            route.method, API_PREFIX + route.path, _aiohttp_handler(route, authorize, csrf_secret)
         )
     document = openapi_document(routes, title=title, version=version)
     spec = json.dumps(document, indent=1).encode()
