@@ -34,6 +34,7 @@ from schemathesis.checks import (
 
 from ripplecast.app import Node
 from ripplecast.http.api import ApiContext, ApiRouter, install_api, streams_router
+from ripplecast.http.api.auth import auth_router
 from ripplecast.http.live import LiveRoutes
 from support import NodeFactory, start_publisher
 
@@ -71,8 +72,9 @@ async def serve_api(node: Node) -> AsyncIterator[str]:
     # `create_app` already mounts the API.
     app = web.Application(client_max_size=node.settings.api_max_body_bytes)
     LiveRoutes(node.settings, node.hub, node.access.authorize).register(app)
-    routers = [streams_router(node.hub), fuzz_router()]
-    install_api(app, routers, authorize=node.access.authorize)
+    auth = auth_router(node.accounts, node.logins, secret=node.secret, registration_open=True)
+    routers = [streams_router(node.hub), auth, fuzz_router()]
+    install_api(app, routers, authorize=node.access.authorize, csrf_secret=node.secret)
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
@@ -140,7 +142,18 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         "GET /api/v1/streams",
         "GET /api/v1/streams/{name}",
         "POST /api/v1/streams/{name}/kick",
+        "POST /api/v1/auth/login",
+        "POST /api/v1/auth/logout",
+        "POST /api/v1/auth/register",
+        "GET /api/v1/auth/me",
+        "POST /api/v1/auth/password",
+        "GET /api/v1/tokens",
+        "POST /api/v1/tokens",
+        "DELETE /api/v1/tokens/{id}",
         "PATCH /api/v1/settings",
     )
     expected = [f"{op} {mode}" for op in operations for mode in ("positive", "negative")]
+    # Logout takes no input at all: schemathesis has nothing to make invalid.
+    expected.remove("POST /api/v1/auth/logout negative")
+    expected.append("POST /api/v1/auth/logout negative (nothing to negate)")
     assert sorted(exercised) == sorted([*expected, "GET /api/v1/streams/cam"])

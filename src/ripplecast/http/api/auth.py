@@ -128,7 +128,9 @@ def auth_router(
                 raise ApiError(
                     429, str(exc), headers={"Retry-After": str(int(exc.retry_after))}
                 ) from None
-            raise ApiError(401, str(exc)) from None
+            # HTTP requires a challenge with every 401.
+            challenge = {"WWW-Authenticate": 'Bearer realm="ripplecast"'}
+            raise ApiError(401, str(exc), headers=challenge) from None
         user = await accounts.user(session.username)
         max_age = int(
             (session.expires_at - datetime.now(session.expires_at.tzinfo)).total_seconds()
