@@ -11,6 +11,7 @@ from ripplecast.accounts.service import Accounts
 from ripplecast.config import Settings
 from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
+from ripplecast.http.api.channels import channels_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
 
@@ -57,5 +58,6 @@ def create_app(
                 service, logins, secret=csrf_secret, registration_open=settings.registration_open
             )
         )
+        routers.append(channels_router(service))
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app

@@ -1,0 +1,67 @@
+"""Channels and stream keys over the API: create, publish with the key, no IDOR, revoke."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from ripplecast.accounts.policy import Scope
+from support import NodeFactory, Process, ffmpeg_publish_args, wait_until
+
+
+async def bearer(node: object, username: str) -> dict[str, str]:
+    accounts, logins = node.accounts, node.logins  # type: ignore[attr-defined]
+    await accounts.create_user(username, f"{username} password")
+    user = await accounts.user(username)
+    made = await logins.create_api_token(user.id, "t", [Scope.READ, Scope.PUBLISH])
+    return {"Authorization": f"Bearer {made.token}"}
+
+
+async def test_channel_lifecycle_and_ownership(make_node: NodeFactory) -> None:
+    async with make_node(publish_mode="keys", reconnect_grace_seconds=0.5) as running:
+        node, api = running.node, f"{running.http}/api/v1"
+        jill, kate = await bearer(node, "jill"), await bearer(node, "kate")
+        async with aiohttp.ClientSession() as http:
+            body = {"slug": "jills-show", "title": "'; DROP TABLE channels; --"}
+            async with http.post(f"{api}/channels", json=body, headers=jill) as r:
+                assert r.status == 201
+                assert (await r.json())["title"] == body["title"]
+            async with http.post(f"{api}/channels", json=body, headers=kate) as r:
+                assert r.status == 409
+            async with http.post(f"{api}/channels", json={"slug": "../x"}, headers=jill) as r:
+                assert r.status == 422
+            async with http.post(f"{api}/channels/jills-show/keys", json={}, headers=jill) as r:
+                assert r.status == 201
+                key = await r.json()
+            # Kate can neither see nor touch Jill's channel or keys: 404, and nothing changes.
+            for method, path, payload in (
+                ("GET", "/channels/jills-show", None),
+                ("PATCH", "/channels/jills-show", {"visibility": "private"}),
+                ("DELETE", "/channels/jills-show", None),
+                ("GET", "/channels/jills-show/keys", None),
+                ("POST", "/channels/jills-show/keys", {}),
+                ("DELETE", f"/channels/jills-show/keys/{key['id']}", None),
+            ):
+                async with http.request(method, api + path, json=payload, headers=kate) as r:
+                    assert r.status == 404, (method, path)
+            async with http.get(f"{api}/channels/jills-show", headers=jill) as r:
+                assert (await r.json())["visibility"] == "public"
+            async with http.get(f"{api}/channels") as r:
+                assert [c["slug"] for c in (await r.json())["items"]] == ["main", "jills-show"]
+            async with http.get(f"{api}/channels/jills-show/keys", headers=jill) as r:
+                listed = (await r.json())["items"]
+            assert listed[0]["hint"] == key["key"][-4:] and key["key"] not in str(listed)
+            publisher = await Process.start(
+                ffmpeg_publish_args(f"{running.rtmp}/{key['key']}", seconds=30)
+            )
+            async with publisher:
+                await wait_until(lambda: node.hub.get("jills-show") is not None, 10, "live")
+                path = f"{api}/channels/jills-show/keys/{key['id']}"
+                async with http.delete(path, headers=jill) as r:
+                    assert r.status == 204
+                code, _, _ = await publisher.wait(20)
+                assert code != 0  # disconnected when its key was revoked
+            assert node.rtmp.refused["key_revoked"] == 1
+            async with http.delete(f"{api}/channels/jills-show", headers=jill) as r:
+                assert r.status == 204
+            async with http.get(f"{api}/channels/jills-show", headers=jill) as r:
+                assert r.status == 404
