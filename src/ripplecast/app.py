@@ -193,7 +193,11 @@ class Node:
         self._events_task: asyncio.Task[None] | None = None
         passwords = passwords_for(settings)
         self.accounts = Accounts(
-            self.db, passwords, secret=self.secret, on_key_revoked=self._announce_key_revoked
+            self.db,
+            passwords,
+            secret=self.secret,
+            on_key_revoked=self._announce_key_revoked,
+            on_user_disabled=self._announce_streams_closed,
         )
         self.logins = Logins(
             self.db,
@@ -285,6 +289,20 @@ class Node:
         event = {"type": "stream_key_revoked", "id": key_id}
         await self.cache.publish(EVENTS_CHANNEL, json.dumps(event).encode())
 
+    async def _announce_streams_closed(self, names: list[str]) -> None:
+        event = {"type": "streams_closed", "names": names}
+        await self.cache.publish(EVENTS_CHANNEL, json.dumps(event).encode())
+
+    def _on_event(self, event: dict[str, object]) -> None:
+        kind, key_id, names = event.get("type"), event.get("id"), event.get("names")
+        if kind == "stream_key_revoked" and isinstance(key_id, int):
+            if kicked := self.rtmp.kick_key(key_id):
+                log.info("stream key %d revoked: %d publisher kicked", key_id, kicked)
+        elif kind == "streams_closed" and isinstance(names, list):
+            for name in names:
+                if isinstance(name, str) and self.rtmp.kick_stream(name, "account disabled"):
+                    log.info("stream %s: publisher kicked (account disabled)", name)
+
     async def _listen_events(self, listening: asyncio.Event) -> None:
         """Act on events from any node (through the cache's pub/sub): kick revoked keys."""
         async with self.cache.subscribe(EVENTS_CHANNEL) as events:
@@ -292,16 +310,12 @@ class Node:
             async for message in events:
                 try:
                     event = json.loads(message)
-                    kind, ident = event["type"], int(event["id"])
-                except (ValueError, KeyError, TypeError):
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict):
                     log.warning("ignored a malformed event on %s", EVENTS_CHANNEL)
                     continue
-                if kind == "stream_key_revoked":
-                    kicked = self.rtmp.kick_key(ident)
-                    if kicked:
-                        log.info(
-                            "stream key %d revoked: %d publisher(s) disconnected", ident, kicked
-                        )
+                self._on_event(event)
 
     def signed_query(self, resource: str, *, ttl: int | None = None, ip: str = "") -> str:
         """A query string granting `resource` (e.g. `/live/NAME`) for `ttl` seconds."""

@@ -65,3 +65,43 @@ async def test_channel_lifecycle_and_ownership(make_node: NodeFactory) -> None:
                 assert r.status == 204
             async with http.get(f"{api}/channels/jills-show", headers=jill) as r:
                 assert r.status == 404
+
+
+async def test_admin_disables_an_account_and_its_stream_stops(make_node: NodeFactory) -> None:
+    async with make_node(publish_mode="keys", reconnect_grace_seconds=0.5) as running:
+        node, api = running.node, f"{running.http}/api/v1"
+        assert node.first_run is not None  # admin, main and its key were created at start
+        admin_user = await node.accounts.user(node.first_run.username)
+        made = await node.logins.create_api_token(admin_user.id, "ops", [Scope.ADMIN, Scope.READ])
+        admin = {"Authorization": f"Bearer {made.token}"}
+        lena = await bearer(node, "lena")
+        await node.accounts.create_channel("lena", "lenas")
+        key = (await node.accounts.create_stream_key("lenas")).key
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{api}/users", headers=lena) as r:
+                assert r.status == 403  # not an admin
+            async with http.get(f"{api}/users", headers=admin) as r:
+                users = {u["username"]: u for u in (await r.json())["items"]}
+            assert users["admin"]["role"] == "admin" and users["lena"]["role"] == "creator"
+            async with http.patch(f"{api}/users/{admin_user.id}", json={"disabled": True},
+                                  headers=admin) as r:  # fmt: skip
+                assert r.status == 422  # an admin cannot lock themselves out
+            publisher = await Process.start(
+                ffmpeg_publish_args(f"{running.rtmp}/{key}", seconds=30)
+            )
+            async with publisher:
+                await wait_until(lambda: node.hub.get("lenas") is not None, 10, "live")
+                lena_id = users["lena"]["id"]
+                async with http.patch(f"{api}/users/{lena_id}", json={"disabled": True},
+                                      headers=admin) as r:  # fmt: skip
+                    assert r.status == 200
+                    assert (await r.json())["disabled"] is True
+                code, _, _ = await publisher.wait(20)
+                assert code != 0  # disconnected with the account
+            assert node.rtmp.refused["kicked"] == 1
+            async with http.get(f"{api}/auth/me", headers=lena) as r:
+                assert r.status == 401  # the account's tokens stopped working too
+            again = await Process.start(ffmpeg_publish_args(f"{running.rtmp}/{key}", seconds=2))
+            code, _, _ = await again.wait(20)
+            assert code != 0
+            assert node.rtmp.refused["publish_disabled_user"] == 1

@@ -36,6 +36,7 @@ from ripplecast.app import Node
 from ripplecast.http.api import ApiContext, ApiRouter, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
+from ripplecast.http.api.users import users_router
 from ripplecast.http.live import LiveRoutes
 from support import NodeFactory, start_publisher
 
@@ -74,7 +75,13 @@ async def serve_api(node: Node) -> AsyncIterator[str]:
     app = web.Application(client_max_size=node.settings.api_max_body_bytes)
     LiveRoutes(node.settings, node.hub, node.access.authorize).register(app)
     auth = auth_router(node.accounts, node.logins, secret=node.secret, registration_open=True)
-    routers = [streams_router(node.hub), auth, channels_router(node.accounts), fuzz_router()]
+    routers = [
+        streams_router(node.hub),
+        auth,
+        channels_router(node.accounts),
+        users_router(node.accounts),
+        fuzz_router(),
+    ]
     install_api(app, routers, authorize=node.access.authorize, csrf_secret=node.secret)
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
@@ -159,6 +166,8 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         "GET /api/v1/channels/{slug}/keys",
         "POST /api/v1/channels/{slug}/keys",
         "DELETE /api/v1/channels/{slug}/keys/{id}",
+        "GET /api/v1/users",
+        "PATCH /api/v1/users/{id}",
         "PATCH /api/v1/settings",
     )
     expected = [f"{op} {mode}" for op in operations for mode in ("positive", "negative")]

@@ -76,11 +76,13 @@ class Accounts:
         *,
         secret: bytes,
         on_key_revoked: Callable[[int], Awaitable[None]] | None = None,
+        on_user_disabled: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
         self._passwords = passwords
         self._secret = secret
         self._on_key_revoked = on_key_revoked
+        self._on_user_disabled = on_user_disabled
 
     async def create_user(
         self, username: str, password: str, *, role: Role | None = None, email: str | None = None
@@ -254,6 +256,44 @@ class Accounts:
                 select(StreamKey).where(StreamKey.channel_id == channel.id).order_by(StreamKey.id)
             )
             return list(rows.scalars())
+
+    async def users(self, *, limit: int = 100, offset: int = 0) -> tuple[list[User], int]:
+        """Accounts, oldest first, and how many there are."""
+        async with self._db.session() as session:
+            total = (await session.execute(select(func.count(User.id)))).scalar_one()
+            rows = await session.execute(select(User).order_by(User.id).limit(limit).offset(offset))
+            return list(rows.scalars()), int(total)
+
+    async def update_user(
+        self, user_id: int, actor: Actor, *, role: Role | None = None, disabled: bool | None = None
+    ) -> User:
+        """Change an account's role or disable it (admins only; not their own account).
+
+        Disabling refuses its logins, sessions, tokens and stream keys from now on, and
+        disconnects its live publishers (every node hears of it through `on_user_disabled`).
+        """
+        if not actor.admin:
+            raise NotFound(f"no user {user_id}")
+        if actor.user_id == user_id:
+            raise AccountError("administrators cannot change or disable their own account")
+        async with self._db.transaction() as session:
+            user = await session.get(User, user_id)
+            if user is None:
+                raise NotFound(f"no user {user_id}")
+            if role is not None:
+                user.role = role
+            newly_disabled = disabled is True and not user.disabled
+            if disabled is not None:
+                user.disabled = disabled
+            slugs = []
+            if newly_disabled:
+                rows = await session.execute(
+                    select(Channel.slug).where(Channel.owner_id == user_id)
+                )
+                slugs = list(rows.scalars())
+        if slugs and self._on_user_disabled is not None:
+            await self._on_user_disabled(slugs)
+        return user
 
     async def count_users(self) -> int:
         """How many accounts exist."""

@@ -12,6 +12,7 @@ from ripplecast.config import Settings
 from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
+from ripplecast.http.api.users import users_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
 
@@ -59,5 +60,6 @@ def create_app(
             )
         )
         routers.append(channels_router(service))
+        routers.append(users_router(service))
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app
