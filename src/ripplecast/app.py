@@ -234,6 +234,7 @@ class Node:
             notify=self.webhooks.emit,
             publishers=self.rtmp,
             accounts=(self.accounts, self.logins, self.secret),
+            db=self.db,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None

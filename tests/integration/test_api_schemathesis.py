@@ -37,6 +37,7 @@ from ripplecast.http.api import ApiContext, ApiRouter, install_api, streams_rout
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
 from ripplecast.http.api.users import users_router
+from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import LiveRoutes
 from support import NodeFactory, start_publisher
 
@@ -80,6 +81,7 @@ async def serve_api(node: Node) -> AsyncIterator[str]:
         auth,
         channels_router(node.accounts),
         users_router(node.accounts),
+        webhooks_router(node.db, allow_private=False),
         fuzz_router(),
     ]
     install_api(app, routers, authorize=node.access.authorize, csrf_secret=node.secret)
@@ -168,6 +170,10 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         "DELETE /api/v1/channels/{slug}/keys/{id}",
         "GET /api/v1/users",
         "PATCH /api/v1/users/{id}",
+        "GET /api/v1/webhooks",
+        "POST /api/v1/webhooks",
+        "PATCH /api/v1/webhooks/{id}",
+        "DELETE /api/v1/webhooks/{id}",
         "PATCH /api/v1/settings",
     )
     expected = [f"{op} {mode}" for op in operations for mode in ("positive", "negative")]

@@ -9,10 +9,12 @@ from aiohttp import web
 from ripplecast.accounts.logins import Logins
 from ripplecast.accounts.service import Accounts
 from ripplecast.config import Settings
+from ripplecast.db.engine import Database
 from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
 from ripplecast.http.api.users import users_router
+from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
 
@@ -28,6 +30,7 @@ def create_app(
     notify: Notify = ignore_event,
     publishers: Publishers | None = None,
     accounts: tuple[Accounts, Logins, bytes] | None = None,
+    db: Database | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
@@ -61,5 +64,8 @@ def create_app(
         )
         routers.append(channels_router(service))
         routers.append(users_router(service))
+    if db is not None:
+        allow_private = settings.webhook_allow_private_addresses
+        routers.append(webhooks_router(db, allow_private=allow_private))
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app
