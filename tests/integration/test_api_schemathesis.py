@@ -39,6 +39,7 @@ from ripplecast.http.api.channels import channels_router
 from ripplecast.http.api.users import users_router
 from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import LiveRoutes
+from ripplecast.webhooks.registry import WebhookRegistry
 from support import NodeFactory, start_publisher
 
 MAX_EXAMPLES = 30
@@ -81,7 +82,7 @@ async def serve_api(node: Node) -> AsyncIterator[str]:
         auth,
         channels_router(node.accounts),
         users_router(node.accounts),
-        webhooks_router(node.db, allow_private=False),
+        webhooks_router(WebhookRegistry(node.db, allow_private=False)),
         fuzz_router(),
     ]
     install_api(app, routers, authorize=node.access.authorize, csrf_secret=node.secret)

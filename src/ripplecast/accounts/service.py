@@ -162,11 +162,14 @@ class Accounts:
             await session.flush()
             return NewStreamKey(row.id, slug, key, row.hint)
 
-    async def revoke_stream_key(self, key_id: int, *, actor: Actor | None = None) -> None:
+    async def revoke_stream_key(
+        self, key_id: int, *, actor: Actor | None = None, channel: str | None = None
+    ) -> None:
         """Revoke a stream key: publishing with it is refused from now on, and a publisher live
         with it is disconnected (every node hears of it through `on_key_revoked`).
 
-        With an `actor`, the key must be on one of its channels (else: not found)."""
+        With an `actor`, the key must be on one of its channels; with `channel`, on that one
+        (else: not found)."""
         async with self._db.transaction() as session:
             row = (
                 await session.execute(
@@ -175,7 +178,11 @@ class Accounts:
                     .where(StreamKey.id == key_id)
                 )
             ).scalar_one_or_none()
-            if row is None or (actor is not None and not actor.may_manage(row.channel)):
+            if (
+                row is None
+                or (actor is not None and not actor.may_manage(row.channel))
+                or (channel is not None and row.channel.slug != channel)
+            ):
                 raise NotFound(f"no stream key {key_id}")
             if row.revoked_at is None:
                 row.revoked_at = _now()

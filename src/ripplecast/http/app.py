@@ -17,6 +17,7 @@ from ripplecast.http.api.users import users_router
 from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.live.hub import Hub
+from ripplecast.webhooks.registry import WebhookRegistry
 
 LIVE_ROUTES = web.AppKey("live_routes", LiveRoutes)
 
@@ -66,6 +67,6 @@ def create_app(
         routers.append(users_router(service))
     if db is not None:
         allow_private = settings.webhook_allow_private_addresses
-        routers.append(webhooks_router(db, allow_private=allow_private))
+        routers.append(webhooks_router(WebhookRegistry(db, allow_private=allow_private)))
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app

@@ -299,13 +299,10 @@ def channels_router(accounts: Accounts) -> ApiRouter:
     )
     async def revoke_key(ctx: ApiContext) -> None:
         path = ctx.params_as(KeyPath)
-        actor = _actor(ctx.principal)
         try:
-            channel = await accounts.channel(path.slug, actor=actor)
-            keys = {k.id for k in await accounts.stream_keys(channel.slug, actor)}
-            if path.id not in keys:
-                raise NotFound(f"no stream key {path.id} on {path.slug}")
-            await accounts.revoke_stream_key(path.id, actor=actor)
+            await accounts.revoke_stream_key(
+                path.id, actor=_actor(ctx.principal), channel=path.slug
+            )
         except NotFound as exc:
             raise ApiError(404, str(exc)) from None
 

@@ -1,24 +1,18 @@
-"""Webhook registration: list, create (the signing secret is shown once), change, delete.
-
-A user manages only their own webhooks; another user's ids answer 404. URLs are checked as the
-dispatcher will call them (http(s) only; private and loopback addresses refused unless the
-node allows them), and events must be ones the node emits.
-"""
+"""Webhook registration over HTTP: list, create (the signing secret is shown once), change,
+delete. The rules (ownership, valid URLs and events) are in `webhooks.registry`; another
+user's ids answer 404."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from ripplecast.accounts.policy import Principal, Scope
-from ripplecast.db.engine import Database
 from ripplecast.db.models import Webhook
 from ripplecast.http.api.framework import ApiContext, ApiRouter
 from ripplecast.http.api.problems import ApiError
-from ripplecast.webhooks import EVENTS, check_url
+from ripplecast.webhooks.registry import InvalidWebhook, WebhookNotFound, WebhookRegistry
 
 __all__ = ["webhooks_router"]
 
@@ -82,15 +76,9 @@ def _fields(hook: Webhook) -> dict[str, object]:
     }
 
 
-def webhooks_router(db: Database, *, allow_private: bool) -> ApiRouter:
-    """The /webhooks operations."""
+def webhooks_router(registry: WebhookRegistry) -> ApiRouter:
+    """The /webhooks operations (the rules are in `WebhookRegistry`)."""
     router = ApiRouter(tags=("webhooks",))
-
-    def check(url: str | None, events: list[str] | None) -> None:
-        if url is not None and (problem := check_url(url, allow_private=allow_private)):
-            raise ApiError(422, problem)
-        if events is not None and (unknown := sorted(set(events) - EVENTS)):
-            raise ApiError(422, f"unknown events {unknown}; known: {sorted(EVENTS)}")
 
     def me(ctx: ApiContext) -> Principal:
         if ctx.principal is None:
@@ -99,14 +87,8 @@ def webhooks_router(db: Database, *, allow_private: bool) -> ApiRouter:
 
     @router.get("/webhooks", summary="Your webhooks", response=WebhookList, auth=Scope.READ)
     async def list_webhooks(ctx: ApiContext) -> WebhookList:
-        owner = me(ctx).user_id
-        async with db.session() as session:
-            rows = await session.execute(
-                select(Webhook).where(Webhook.owner_id == owner).order_by(Webhook.id)
-            )
-            return WebhookList(
-                items=[WebhookOut.model_validate(_fields(h)) for h in rows.scalars()]
-            )
+        hooks = await registry.list(me(ctx).user_id)
+        return WebhookList(items=[WebhookOut.model_validate(_fields(h)) for h in hooks])
 
     @router.post(
         "/webhooks",
@@ -118,15 +100,10 @@ def webhooks_router(db: Database, *, allow_private: bool) -> ApiRouter:
     )
     async def create_webhook(ctx: ApiContext) -> NewWebhookOut:
         body = ctx.body_as(WebhookIn)
-        check(body.url, body.events)
-        secret = "whsec_" + secrets.token_urlsafe(24)
-        hook = Webhook(
-            owner_id=me(ctx).user_id, url=body.url, events=tuple(sorted(set(body.events))),
-            secret=secret,
-        )  # fmt: skip
-        async with db.transaction() as session:
-            session.add(hook)
-            await session.flush()
+        try:
+            hook, secret = await registry.create(me(ctx).user_id, body.url, body.events)
+        except InvalidWebhook as exc:
+            raise ApiError(422, str(exc)) from None
         return NewWebhookOut.model_validate({**_fields(hook), "secret": secret})
 
     @router.patch(
@@ -140,20 +117,19 @@ def webhooks_router(db: Database, *, allow_private: bool) -> ApiRouter:
     )
     async def update_webhook(ctx: ApiContext) -> WebhookOut:
         body = ctx.body_as(WebhookPatch)
-        check(body.url, body.events)
-        hook_id, owner = ctx.params_as(WebhookId).id, me(ctx).user_id
-        async with db.transaction() as session:
-            hook = await session.get(Webhook, hook_id)
-            if hook is None or hook.owner_id != owner:
-                raise ApiError(404, f"no webhook {hook_id}")
-            if body.url is not None:
-                hook.url = body.url
-            if body.events is not None:
-                hook.events = tuple(sorted(set(body.events)))
-            if body.enabled is not None:
-                hook.enabled = body.enabled
-            await session.flush()
-            return WebhookOut.model_validate(_fields(hook))
+        try:
+            hook = await registry.update(
+                me(ctx).user_id,
+                ctx.params_as(WebhookId).id,
+                url=body.url,
+                events=body.events,
+                enabled=body.enabled,
+            )
+        except InvalidWebhook as exc:
+            raise ApiError(422, str(exc)) from None
+        except WebhookNotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        return WebhookOut.model_validate(_fields(hook))
 
     @router.delete(
         "/webhooks/{id}",
@@ -165,11 +141,9 @@ def webhooks_router(db: Database, *, allow_private: bool) -> ApiRouter:
         errors=(404,),
     )
     async def delete_webhook(ctx: ApiContext) -> None:
-        hook_id, owner = ctx.params_as(WebhookId).id, me(ctx).user_id
-        async with db.transaction() as session:
-            hook = await session.get(Webhook, hook_id)
-            if hook is None or hook.owner_id != owner:
-                raise ApiError(404, f"no webhook {hook_id}")
-            await session.delete(hook)
+        try:
+            await registry.delete(me(ctx).user_id, ctx.params_as(WebhookId).id)
+        except WebhookNotFound as exc:
+            raise ApiError(404, str(exc)) from None
 
     return router
