@@ -18,6 +18,7 @@ from ripplecast.accounts.logins import LoginRefused, Logins
 from ripplecast.accounts.policy import Principal, Scope
 from ripplecast.accounts.service import AccountError, Accounts, Conflict, NotFound
 from ripplecast.http.api.framework import ApiContext, ApiRouter
+from ripplecast.http.api.models import Text
 from ripplecast.http.api.problems import ApiError
 from ripplecast.http.live import SESSION_COOKIE
 
@@ -27,8 +28,8 @@ __all__ = ["auth_router"]
 class Credentials(BaseModel):
     """A user name and password."""
 
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
+    username: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class UserOut(BaseModel):
@@ -50,14 +51,14 @@ class LoginOut(BaseModel):
 class PasswordChange(BaseModel):
     """The current password and the new one."""
 
-    current: str = Field(min_length=1, max_length=1024)
-    new: str = Field(min_length=1, max_length=1024)
+    current: Text = Field(min_length=1, max_length=1024)
+    new: Text = Field(min_length=1, max_length=1024)
 
 
 class TokenIn(BaseModel):
     """A token to make: its name and what it may do."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(min_length=1, max_length=3)
 
 

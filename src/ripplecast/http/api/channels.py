@@ -15,6 +15,7 @@ from ripplecast.accounts.policy import AccessRequest, Action, Principal, Scope, 
 from ripplecast.accounts.service import AccountError, Accounts, Actor, Conflict, NotFound
 from ripplecast.db.models import Channel, Visibility
 from ripplecast.http.api.framework import ApiContext, ApiRouter, Page, PageQuery
+from ripplecast.http.api.models import Text
 from ripplecast.http.api.problems import ApiError
 from ripplecast.http.live import request_credentials
 
@@ -38,16 +39,16 @@ class ChannelIn(BaseModel):
     """A channel to create."""
 
     slug: str = Field(pattern=SLUG)
-    title: str = Field(default="", max_length=200)
-    description: str = Field(default="", max_length=5000)
+    title: Text = Field(default="", max_length=200)
+    description: Text = Field(default="", max_length=5000)
     visibility: Visibility = Visibility.PUBLIC
 
 
 class ChannelPatch(BaseModel):
     """Fields to change (absent ones stay)."""
 
-    title: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
+    title: Text | None = Field(default=None, max_length=200)
+    description: Text | None = Field(default=None, max_length=5000)
     visibility: Visibility | None = None
 
 
@@ -73,7 +74,7 @@ class ListQuery(PageQuery):
 class KeyIn(BaseModel):
     """A stream key to make."""
 
-    label: str = Field(default="", max_length=100)
+    label: Text = Field(default="", max_length=100)
 
 
 class KeyOut(BaseModel):
@@ -92,6 +93,7 @@ class NewKeyOut(BaseModel):
 
     id: int
     key: str
+    label: str
     hint: str
 
 
@@ -283,10 +285,11 @@ def channels_router(accounts: Accounts) -> ApiRouter:
         slug = ctx.params_as(ChannelSlug).slug
         try:
             await accounts.channel(slug, actor=_actor(ctx.principal))
-            made = await accounts.create_stream_key(slug, label=ctx.body_as(KeyIn).label)
+            label = ctx.body_as(KeyIn).label
+            made = await accounts.create_stream_key(slug, label=label)
         except NotFound as exc:
             raise ApiError(404, str(exc)) from None
-        return NewKeyOut(id=made.id, key=made.key, hint=made.hint)
+        return NewKeyOut(id=made.id, key=made.key, label=label, hint=made.hint)
 
     @router.delete(
         "/channels/{slug}/keys/{id}",

@@ -6,11 +6,32 @@ Units are in the field names or descriptions: seconds, bits per second, frames p
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-__all__ = ["AudioTrack", "StreamInfo", "StreamName", "VideoCodecName", "VideoTrack", "Viewers"]
+__all__ = [
+    "AudioTrack",
+    "StreamInfo",
+    "StreamName",
+    "Text",
+    "VideoCodecName",
+    "VideoTrack",
+    "Viewers",
+]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[
+    str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+]
+"""Free text from a client. PostgreSQL cannot store NUL in text, so every engine refuses it
+(a 422 naming the field) instead of the one engine failing."""
 
 
 class StreamName(BaseModel):

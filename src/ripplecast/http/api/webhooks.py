@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from ripplecast.accounts.policy import Principal, Scope
 from ripplecast.db.models import Webhook
 from ripplecast.http.api.framework import ApiContext, ApiRouter
+from ripplecast.http.api.models import Text
 from ripplecast.http.api.problems import ApiError
 from ripplecast.webhooks.registry import InvalidWebhook, WebhookNotFound, WebhookRegistry
 
@@ -20,14 +21,14 @@ __all__ = ["webhooks_router"]
 class WebhookIn(BaseModel):
     """A webhook to register."""
 
-    url: str = Field(min_length=8, max_length=2048)
+    url: Text = Field(min_length=8, max_length=2048)
     events: list[str] = Field(min_length=1, max_length=16)
 
 
 class WebhookPatch(BaseModel):
     """What may change."""
 
-    url: str | None = Field(default=None, min_length=8, max_length=2048)
+    url: Text | None = Field(default=None, min_length=8, max_length=2048)
     events: list[str] | None = Field(default=None, min_length=1, max_length=16)
     enabled: bool | None = None
 
