@@ -191,6 +191,7 @@ class Node:
             max_queued_messages=settings.cache_max_queued_messages,
         )
         self._events_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         passwords = passwords_for(settings)
         self.accounts = Accounts(
             self.db,
@@ -223,7 +224,7 @@ class Node:
             settings,
             self.hub,
             self.access.authorize,
-            notify=self.webhooks.emit,
+            notify=self._on_rtmp_event,
             admit=self._admit_publish if self._admission_secret is not None else None,
         )
         self.http_app = create_app(
@@ -285,6 +286,20 @@ class Node:
             timeout=settings.admission_webhook_timeout_seconds,
             fail_open=settings.admission_webhook_fail_open,
         )
+
+    def _on_rtmp_event(self, event: str, data: Mapping[str, object]) -> None:
+        self.webhooks.emit(event, data)
+        key_id = data.get("stream_key_id")
+        if event == "on_publish" and isinstance(key_id, int):
+            task = asyncio.create_task(self._note_key_use(key_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _note_key_use(self, key_id: int) -> None:
+        try:
+            await self.accounts.note_stream_key_use(key_id)
+        except Exception:  # bookkeeping only: a publish never fails because of it
+            log.warning("could not record the use of stream key %d", key_id, exc_info=True)
 
     async def _announce_key_revoked(self, key_id: int) -> None:
         event = {"type": "stream_key_revoked", "id": key_id}
@@ -355,6 +370,8 @@ class Node:
         # After the listeners (their on_unpublish/on_stop events are queued), before the
         # database (delivery outcomes are recorded there).
         await self.webhooks.close()
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.settings.shutdown_timeout)
         await self.cache.close()
         await self.db.close()
         await asyncio.sleep(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from ripplecast.accounts.policy import Scope
@@ -50,11 +52,20 @@ async def test_channel_lifecycle_and_ownership(make_node: NodeFactory) -> None:
             async with http.get(f"{api}/channels/jills-show/keys", headers=jill) as r:
                 listed = (await r.json())["items"]
             assert listed[0]["hint"] == key["key"][-4:] and key["key"] not in str(listed)
+            assert listed[0]["last_used_at"] is None
             publisher = await Process.start(
                 ffmpeg_publish_args(f"{running.rtmp}/{key['key']}", seconds=30)
             )
             async with publisher:
                 await wait_until(lambda: node.hub.get("jills-show") is not None, 10, "live")
+
+                for _ in range(100):  # recorded just after the publish is admitted
+                    async with http.get(f"{api}/channels/jills-show/keys", headers=jill) as r:
+                        if (await r.json())["items"][0]["last_used_at"] is not None:
+                            break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("the key's last use was never recorded")
                 path = f"{api}/channels/jills-show/keys/{key['id']}"
                 async with http.delete(path, headers=jill) as r:
                     assert r.status == 204

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -161,6 +161,13 @@ class Accounts:
             session.add(row)
             await session.flush()
             return NewStreamKey(row.id, slug, key, row.hint)
+
+    async def note_stream_key_use(self, key_id: int) -> None:
+        """Record that a publisher just went live with this key (shown as `last_used_at`)."""
+        async with self._db.transaction() as session:
+            await session.execute(
+                update(StreamKey).where(StreamKey.id == key_id).values(last_used_at=_now())
+            )
 
     async def revoke_stream_key(
         self, key_id: int, *, actor: Actor | None = None, channel: str | None = None
