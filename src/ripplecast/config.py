@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRET_FIELDS = frozenset(
@@ -27,9 +27,14 @@ SECRET_FIELDS = frozenset(
         "cache_url",
         "admission_webhook_url",
         "admission_webhook_secret",
+        "storage_url",
+        "s3_secret_access_key",
     }
 )
 """Fields that are or may contain credentials and must never be printed or logged whole."""
+
+LADDER_RUNG = re.compile(r"^[1-9][0-9]{1,3}:[1-9][0-9]{0,5}k:[1-9][0-9]{0,3}k$")
+"""One rendition of `vod_ladder`: HEIGHT:VIDEO_BITRATE:AUDIO_BITRATE, bitrates in kbit/s."""
 
 STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """What a stream name may look like: no slashes, no dots first (so no `..`), no controls."""
@@ -264,6 +269,117 @@ class Settings(BaseSettings):
         description="Allow the publish when the admission webhook does not answer (or answers"
         " 5xx); by default it is refused.",
     )
+
+    # --- media storage -------------------------------------------------------------------
+    storage_url: str = Field(
+        "",
+        description="Where media objects go: a folder path (file:///PATH or PATH) or"
+        " s3://BUCKET[/PREFIX]. Empty: the folder 'media' in the data dir.",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="S3 endpoint (MinIO, Ceph, a test server). Empty: AWS for the region."
+    )
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field(
+        "", description="S3 access key id. Empty: the usual AWS credential chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_multipart_threshold_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="Objects at least this large are uploaded in parts.",
+    )
+    s3_multipart_part_bytes: int = Field(
+        8 * 1024 * 1024, ge=5 * 1024 * 1024, description="Size of each part of a multipart upload."
+    )
+    s3_max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per S3 request (throttling, 5xx, connection errors)."
+    )
+    s3_presigned_get: bool = Field(
+        False,
+        description="Redirect VOD segment requests to presigned S3 URLs instead of proxying the"
+        " bytes through the node.",
+    )
+
+    # --- video on demand: uploads -------------------------------------------------------
+    vod_enabled: bool = Field(True, description="Accept uploads and serve videos on demand.")
+    upload_max_bytes: int = Field(
+        8 * 1024**3, ge=1024, description="Largest file one upload may be."
+    )
+    upload_quota_bytes: int = Field(
+        50 * 1024**3,
+        ge=0,
+        description="Bytes of source video one user may store (admins are not limited).",
+    )
+    upload_expiry_seconds: int = Field(
+        24 * 3600, ge=60, description="An unfinished resumable upload is removed after this long."
+    )
+    upload_chunk_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest body of one resumable-upload PATCH request.",
+    )
+    probe_max_duration_seconds: float = Field(
+        12 * 3600, gt=0, description="Longest video accepted."
+    )
+    probe_max_pixels: int = Field(
+        8192 * 8192, ge=64 * 64, description="Largest picture (width x height) accepted."
+    )
+
+    # --- video on demand: transcoding ----------------------------------------------------
+    worker_enabled: bool = Field(
+        True, description="Run a transcoding worker inside `ripplecast serve`."
+    )
+    worker_concurrency: int = Field(1, ge=1, le=64, description="Jobs one worker runs at once.")
+    ffmpeg_path: str = Field(
+        "",
+        description="ffmpeg to transcode with. Empty: ffmpeg from PATH, else the binary of the"
+        " imageio-ffmpeg wheel.",
+    )
+    vod_ladder: list[str] = Field(
+        default_factory=lambda: [
+            "1080:5000k:192k",
+            "720:2800k:128k",
+            "480:1400k:128k",
+            "360:800k:96k",
+            "240:400k:64k",
+        ],
+        description="Renditions as HEIGHT:VIDEO_BITRATE:AUDIO_BITRATE; renditions taller than"
+        " the source are left out (never upscaled), and the smallest one is always made.",
+    )
+    vod_segment_seconds: float = Field(
+        4.0, ge=1, le=20, description="HLS segment duration (every rendition has a keyframe there)."
+    )
+    vod_x264_preset: str = Field("veryfast", description="x264 preset for VOD renditions.")
+    vod_thumbnail_interval_seconds: float = Field(
+        5.0, ge=0.5, description="One scrub-preview thumbnail every this many seconds."
+    )
+    vod_thumbnail_width: int = Field(160, ge=32, le=640, description="Scrub thumbnail width.")
+    job_lease_seconds: float = Field(
+        30.0, ge=2, description="A worker's claim on a job lasts this long unless renewed."
+    )
+    job_max_attempts: int = Field(3, ge=1, le=20, description="Attempts per transcoding job.")
+    job_backoff_base_seconds: float = Field(
+        10.0, ge=0, description="Wait before a failed job is retried; doubled each attempt."
+    )
+    job_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often an idle worker looks for a job."
+    )
+    job_timeout_seconds: float = Field(
+        6 * 3600, gt=0, description="A transcode running longer than this is stopped and failed."
+    )
+
+    @field_validator("vod_ladder")
+    @classmethod
+    def _ladder_shape(cls, ladder: list[str]) -> list[str]:
+        if not ladder:
+            raise ValueError("the ladder needs at least one rendition")
+        for rung in ladder:
+            if not LADDER_RUNG.match(rung):
+                raise ValueError(
+                    f"{rung!r} is not HEIGHT:VIDEO_BITRATE:AUDIO_BITRATE (720:2800k:128k)"
+                )
+        return ladder
 
     @classmethod
     def settings_customise_sources(

@@ -1,11 +1,13 @@
-"""The metadata schema: users, sessions, API tokens, channels, stream keys, webhooks.
+"""The metadata schema: users, sessions, API tokens, channels, stream keys, webhooks, and for
+video on demand: videos, their transcoding jobs and unfinished resumable uploads.
 
 Invariants kept by the database itself, on every engine (not only by Python):
 - unique: user names, e-mails, session/token/stream-key hashes, channel slugs, a user's token
   names;
 - foreign keys with `ON DELETE CASCADE`: deleting a user deletes their sessions, tokens,
   channels (and so those channels' stream keys) and webhooks;
-- CHECKs: roles and visibilities are one of their enum values; a channel slug follows the
+- a video has at most one job (unique `jobs.video_id`);
+- CHECKs: roles, visibilities and states are one of their enum values; a channel slug follows the
   stream-name rule (`STREAM_NAME_PATTERN` in config: ASCII letters, digits, `_.-`, not starting
   with `.`, `_` or `-`, at most `SLUG_MAX_LENGTH`).
 
@@ -29,9 +31,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -78,6 +82,22 @@ class Visibility(StrEnum):
     PUBLIC = "public"
     UNLISTED = "unlisted"
     PRIVATE = "private"
+
+
+class VideoState(StrEnum):
+    PROCESSING = "processing"
+    """Uploaded and probed; its job has not stored every rendition yet (not playable)."""
+    READY = "ready"
+    """Every rendition and the master playlist are stored: playable."""
+    FAILED = "failed"
+    """Transcoding gave up; `error` says why."""
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
 
 def _in_enum(column: str, enum_class: type[StrEnum]) -> str:
@@ -150,6 +170,12 @@ class User(Base):
         back_populates="owner", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
     )
     webhooks: Mapped[list[Webhook]] = relationship(
+        back_populates="owner", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+    videos: Mapped[list[Video]] = relationship(
+        back_populates="owner", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+    uploads: Mapped[list[Upload]] = relationship(
         back_populates="owner", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
     )
 
@@ -265,3 +291,117 @@ class Webhook(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
 
     owner: Mapped[User] = relationship(back_populates="webhooks", lazy="raise")
+
+
+PUBLIC_ID_LENGTH = 16
+"""Random URL-safe ids of videos and uploads: unguessable, so unlisted videos stay unlisted."""
+
+
+class Video(Base):
+    """An uploaded video. Its media objects live in storage under `vod/<public_id>/`, the
+    source under `sources/<public_id>`; `renditions` describes what the job made."""
+
+    __tablename__ = "videos"
+    __table_args__ = (
+        CheckConstraint(_in_enum("visibility", Visibility), name="visibility"),
+        CheckConstraint(_in_enum("state", VideoState), name="state"),
+        _MYSQL_TABLE,
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    public_id: Mapped[str] = mapped_column(key_string(PUBLIC_ID_LENGTH), unique=True)
+    owner_id: Mapped[int] = _user_fk()
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text(), default="")
+    visibility: Mapped[Visibility] = mapped_column(
+        StrEnumType(Visibility, 16), default=Visibility.PUBLIC
+    )
+    state: Mapped[VideoState] = mapped_column(
+        StrEnumType(VideoState, 16), default=VideoState.PROCESSING, index=True
+    )
+    source_name: Mapped[str] = mapped_column(String(255), default="")
+    source_bytes: Mapped[int] = mapped_column(BigInteger(), default=0)
+    duration_seconds: Mapped[float | None] = mapped_column(Float())
+    width: Mapped[int | None] = mapped_column(Integer())
+    height: Mapped[int | None] = mapped_column(Integer())
+    video_codec: Mapped[str | None] = mapped_column(String(32))
+    audio_codec: Mapped[str | None] = mapped_column(String(32))
+    renditions: Mapped[list[dict[str, object]]] = mapped_column(JSON(), default=list)
+    error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    owner: Mapped[User] = relationship(back_populates="videos", lazy="raise")
+    job: Mapped[Job | None] = relationship(
+        back_populates="video",
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        uselist=False,
+    )
+
+
+class Job(Base):
+    """A transcoding job: a durable queue entry claimed by one worker at a time.
+
+    A worker claims a QUEUED job whose `run_after` has come (or a RUNNING one whose lease
+    expired), sets `lease_owner` and `lease_expires_at`, and bumps `fence`. It renews the
+    lease while it works; every write it makes later (progress, done, failed) is conditional
+    on `fence` still being its own, so a worker that lost its lease changes nothing."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in_enum("state", JobState), name="state"),
+        _MYSQL_TABLE,
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    video_id: Mapped[int] = mapped_column(
+        ID_TYPE, ForeignKey("videos.id", ondelete="CASCADE"), unique=True
+    )
+    state: Mapped[JobState] = mapped_column(
+        StrEnumType(JobState, 16), default=JobState.QUEUED, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer(), default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer(), default=3)
+    run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    fence: Mapped[int] = mapped_column(BigInteger(), default=0)
+    progress: Mapped[float] = mapped_column(Float(), default=0.0)
+    eta_seconds: Mapped[float | None] = mapped_column(Float())
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = _created_at()
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    video: Mapped[Video] = relationship(back_populates="job", lazy="raise")
+
+
+class Upload(Base):
+    """A resumable upload under way. Its bytes are staged on the node that receives it; when
+    the last byte arrives the file is probed, stored, and this row is replaced by a video and
+    its job in one transaction."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        CheckConstraint(_in_enum("visibility", Visibility), name="visibility"),
+        _MYSQL_TABLE,
+    )
+
+    id: Mapped[int] = mapped_column(ID_TYPE, primary_key=True)
+    public_id: Mapped[str] = mapped_column(key_string(PUBLIC_ID_LENGTH * 2), unique=True)
+    owner_id: Mapped[int] = _user_fk()
+    length: Mapped[int] = mapped_column(BigInteger())
+    received: Mapped[int] = mapped_column(BigInteger(), default=0)
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text(), default="")
+    visibility: Mapped[Visibility] = mapped_column(
+        StrEnumType(Visibility, 16), default=Visibility.PUBLIC
+    )
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    owner: Mapped[User] = relationship(back_populates="uploads", lazy="raise")
