@@ -322,6 +322,11 @@ class Settings(BaseSettings):
     probe_max_duration_seconds: float = Field(
         12 * 3600, gt=0, description="Longest video accepted."
     )
+    vod_accept_audio_only: bool = Field(
+        True,
+        description="Accept uploads with sound and no picture (audio-only HLS); off: a file"
+        " without a video stream is refused.",
+    )
     probe_max_pixels: int = Field(
         8192 * 8192, ge=64 * 64, description="Largest picture (width x height) accepted."
     )

@@ -18,6 +18,7 @@ from ripplecast.accounts.policy import (
     Scope,
     StreamKeyInfo,
     Via,
+    VideoInfo,
     Visibility,
 )
 from ripplecast.accounts.signed_urls import sign
@@ -37,6 +38,10 @@ class MemoryDirectory:
     keys: dict[str, StreamKeyInfo] = field(default_factory=dict)
     sessions: dict[str, Principal] = field(default_factory=dict)
     tokens: dict[str, Principal] = field(default_factory=dict)
+    videos: dict[str, VideoInfo] = field(default_factory=dict)
+
+    async def video(self, public_id: str) -> VideoInfo | None:
+        return self.videos.get(public_id)
 
     async def channel(self, slug: str) -> ChannelInfo | None:
         return self.channels.get(slug)
@@ -184,3 +189,46 @@ async def test_api_scopes_and_roles(directory: MemoryDirectory) -> None:
     assert (
         await access.authorize(api(Scope.READ, api_token="tok-alice-publish"))
     ).reason == "scope"
+
+
+async def test_videos_follow_the_same_rules_and_only_ready_ones_play(
+    directory: MemoryDirectory,
+) -> None:
+    directory.videos = {
+        "pub": VideoInfo("pub", ALICE.user_id, Visibility.PUBLIC, ready=True),
+        "hidden": VideoInfo("hidden", ALICE.user_id, Visibility.PRIVATE, ready=True),
+        "busy": VideoInfo("busy", ALICE.user_id, Visibility.PUBLIC, ready=False),
+        "gone": VideoInfo(
+            "gone", ALICE.user_id, Visibility.PUBLIC, ready=True, owner_disabled=True
+        ),
+    }
+    access = policy(directory)
+
+    def watch(public_id: str, *, path: str = "", **creds: object) -> AccessRequest:
+        resource = f"/vod/{public_id}"
+        return AccessRequest(
+            Action.PLAY,
+            resource,
+            Via.VOD,
+            Credentials(**creds),
+            "10.0.0.1",
+            path or resource,  # type: ignore[arg-type]
+        )
+
+    assert (await access.authorize(watch("pub"))).allowed
+    for refused in ("hidden", "busy", "gone", "missing"):
+        decision = await access.authorize(watch(refused))
+        assert (decision.allowed, decision.status, decision.reason) == (False, 404, "not_found")
+    assert (await access.authorize(watch("hidden", session_id="sess-alice"))).allowed
+    assert not (await access.authorize(watch("hidden", session_id="sess-bob"))).allowed
+    assert (await access.authorize(watch("hidden", api_token="tok-root"))).allowed
+    signed = sign("/vod/hidden", expires_at=int(NOW) + 60, key_id="k1", keys=KEYS)
+    for path in ("/vod/hidden/master.m3u8", "/vod/hidden/720p/seg_00001.ts"):
+        assert (await access.authorize(watch("hidden", path=path, signed=signed))).allowed
+    # A signature for one video opens no other, and a live stream's none.
+    other = await access.authorize(watch("pub", path="/vod/pub/master.m3u8", signed=signed))
+    assert other.status == 403
+    live = sign("/live/secret", expires_at=int(NOW) + 60, key_id="k1", keys=KEYS)
+    assert (await access.authorize(watch("hidden", signed=live))).status == 403
+    # Still transcoding: not even its owner plays it.
+    assert not (await access.authorize(watch("busy", session_id="sess-alice"))).allowed

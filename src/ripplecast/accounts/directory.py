@@ -13,9 +13,17 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from ripplecast.accounts.policy import ChannelInfo, Principal, Scope, StreamKeyInfo
+from ripplecast.accounts.policy import ChannelInfo, Principal, Scope, StreamKeyInfo, VideoInfo
 from ripplecast.db.engine import Database
-from ripplecast.db.models import ApiToken, Channel, StreamKey, User, UserSession
+from ripplecast.db.models import (
+    ApiToken,
+    Channel,
+    StreamKey,
+    User,
+    UserSession,
+    Video,
+    VideoState,
+)
 
 
 def _channel_info(channel: Channel) -> ChannelInfo:
@@ -43,6 +51,20 @@ class DatabaseDirectory:
         async with self._db.session() as session:
             channel = (await session.execute(query)).scalar_one_or_none()
             return None if channel is None else _channel_info(channel)
+
+    async def video(self, public_id: str) -> VideoInfo | None:
+        query = select(Video).options(joinedload(Video.owner)).where(Video.public_id == public_id)
+        async with self._db.session() as session:
+            video = (await session.execute(query)).scalar_one_or_none()
+            if video is None:
+                return None
+            return VideoInfo(
+                public_id=video.public_id,
+                owner_id=video.owner_id,
+                visibility=video.visibility,
+                ready=video.state is VideoState.READY,
+                owner_disabled=video.owner.disabled,
+            )
 
     async def stream_key(self, key_hash: str) -> StreamKeyInfo | None:
         query = (

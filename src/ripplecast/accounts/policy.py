@@ -1,6 +1,6 @@
 """The one access policy: `authorize(AccessRequest)` decides every way in.
 
-RTMP publish and play, HTTP-FLV, HLS playlists and every segment, the API and (later) VOD all
+RTMP publish and play, HTTP-FLV, HLS playlists and every segment, the API and VOD all
 describe what they want as an `AccessRequest` and get a `Decision`. Credentials come from four
 sources — a stream key, a session cookie, an API token, a signed URL — and the policy looks
 them up through the small `Directory` interface (the database, behind a cache).
@@ -11,6 +11,8 @@ Rules, in order:
 - **play**: a channel that is public or unlisted plays for anyone. A private one plays for a
   valid signed URL covering the resource, or for its owner or an admin (session or API token
   with the `read` scope). A stream that is not a channel plays only in open-publishing mode.
+- **play a video** (`/vod/ID`): the same rule on the video's visibility and owner; a video
+  that is not ready (still transcoding, or failed) is not found.
 - **api**: a session, or an API token carrying the scope asked for; admin actions need the
   admin role.
 - A signature that is present but invalid is refused with 403 before anything is looked up,
@@ -44,6 +46,7 @@ __all__ = [
     "Scope",
     "StreamKeyInfo",
     "Via",
+    "VideoInfo",
     "Visibility",
 ]
 
@@ -130,6 +133,17 @@ class ChannelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoInfo:
+    """What the policy needs to know about a video."""
+
+    public_id: str
+    owner_id: int
+    visibility: Visibility
+    ready: bool
+    owner_disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StreamKeyInfo:
     """What the policy needs to know about a stream key."""
 
@@ -161,6 +175,9 @@ class Directory(Protocol):
     async def channel(self, slug: str) -> ChannelInfo | None:
         """The channel whose slug (stream name) is `slug`."""
 
+    async def video(self, public_id: str) -> VideoInfo | None:
+        """The video whose public id is `public_id`."""
+
     async def stream_key(self, key_hash: str) -> StreamKeyInfo | None:
         """The stream key stored under `key_hash` (a keyed hash of the key)."""
 
@@ -169,6 +186,10 @@ class Directory(Protocol):
 
     async def api_token(self, token_hash: str) -> Principal | None:
         """The user and scopes of an unrevoked, unexpired API token stored under `token_hash`."""
+
+
+VOD_PREFIX = "/vod/"
+"""Resources under this prefix are videos (`/vod/PUBLIC_ID`), the rest live streams."""
 
 
 def _refuse(reason: str, status: int) -> Decision:
@@ -249,6 +270,8 @@ class AccessPolicy:
                 return _refuse(f"signature_{exc.reason}", 403)
             grant_ok = True
         name = request.resource.rsplit("/", 1)[-1]
+        if request.resource.startswith(VOD_PREFIX):
+            return await self._play_video(request, name, grant_ok)
         channel = await self._directory.channel(name)
         if channel is None:
             if self._open:
@@ -264,11 +287,22 @@ class AccessPolicy:
         # Same answer as an unknown stream: private streams cannot be probed.
         return _refuse("not_found", 404)
 
+    async def _play_video(self, request: AccessRequest, public_id: str, grant_ok: bool) -> Decision:
+        video = await self._directory.video(public_id)
+        if video is None or not video.ready or video.owner_disabled:
+            return _refuse("not_found", 404)
+        if video.visibility is not Visibility.PRIVATE or grant_ok:
+            return Decision(True, "ok")
+        principal = await self.principal(request.credentials)
+        if principal is not None and self._may_watch_private(principal, video):
+            return Decision(True, "ok", principal=principal)
+        return _refuse("not_found", 404)
+
     @staticmethod
-    def _may_watch_private(principal: Principal, channel: ChannelInfo) -> bool:
+    def _may_watch_private(principal: Principal, thing: ChannelInfo | VideoInfo) -> bool:
         if Scope.READ not in principal.scopes:
             return False
-        return principal.role is Role.ADMIN or principal.user_id == channel.owner_id
+        return principal.role is Role.ADMIN or principal.user_id == thing.owner_id
 
     async def _api(self, request: AccessRequest) -> Decision:
         principal = await self.principal(request.credentials)
