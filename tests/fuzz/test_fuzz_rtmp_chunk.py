@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 
 from ripplecast.errors import ProtocolError
 from ripplecast.protocols.rtmp import chunk
-from ripplecast.protocols.rtmp.chunk import ChunkReader, RtmpMessage, encode_message
+from ripplecast.protocols.rtmp.chunk import (
+    ChunkHeader,
+    ChunkReader,
+    ChunkStreamState,
+    RtmpMessage,
+    encode_message,
+    parse_chunk_header,
+)
 from ripplecast.protocols.rtmp.handshake import ClientHandshake, ServerHandshake
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -79,6 +86,50 @@ def test_encode_then_read_round_trips(
         RtmpMessage(chunk_stream_id=c, type_id=t, stream_id=s, timestamp=ts, payload=p)
         for c, t, s, ts, p in messages
     ]
+
+
+u32 = st.integers(0, 0xFFFFFFFF)
+headers = st.tuples(
+    u32, st.integers(0, 0xFFFFFF), st.integers(0, 255), u32, u32, st.booleans(), u32
+)
+previous_headers = st.dictionaries(
+    st.sampled_from([2, 3, 4, 6, 63, 64, 319, 320]),
+    st.tuples(headers, st.booleans()),
+    max_size=4,
+)
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=30), header_ish), previous=previous_headers)
+def test_chunk_header_parser_is_pure_and_split_proof(
+    data: bytes, previous: dict[int, tuple[ChunkHeader, bool]]
+) -> None:
+    streams: dict[int, ChunkStreamState] = {}
+    for csid, (header, in_message) in previous.items():
+        streams[csid] = ChunkStreamState(header)
+        streams[csid].in_message = in_message
+
+    def outcome(buf: bytes) -> tuple[object, ...]:
+        try:
+            return ("parsed", parse_chunk_header(buf, 0, streams, 4, 1 << 20))
+        except ProtocolError as e:
+            return ("raised", type(e), str(e), e.reason)
+
+    whole = outcome(data)
+    for cut in range(len(data)):
+        # A prefix either needs more bytes or already gives the whole buffer's answer.
+        part = outcome(data[:cut])
+        assert part == ("parsed", None) or part == whole
+    if whole[0] == "parsed" and whole[1] is not None:
+        csid, offset, header = whole[1]
+        assert offset <= len(data)
+        assert header is not None or streams[csid].in_message
+    after = {
+        c: ((s.timestamp, s.length, s.type_id, s.stream_id, s.delta, s.extended, s.extended_value),
+            s.in_message)
+        for c, s in streams.items()
+    }  # fmt: skip
+    assert after == previous
 
 
 @FUZZ

@@ -9,7 +9,14 @@ import pytest
 
 from ripplecast.errors import LimitExceeded, ProtocolError, UsageError
 from ripplecast.protocols.rtmp import chunk
-from ripplecast.protocols.rtmp.chunk import ChunkReader, RtmpMessage, encode_message
+from ripplecast.protocols.rtmp.chunk import (
+    ChunkHeader,
+    ChunkReader,
+    ChunkStreamState,
+    RtmpMessage,
+    encode_message,
+    parse_chunk_header,
+)
 
 
 def basic(fmt: int, csid: int) -> bytes:
@@ -369,6 +376,97 @@ def test_bytes_received_and_buffer_compaction() -> None:
         assert reader.next_message() is not None
     assert reader.bytes_received == 300 * len(one)
     assert reader.next_message() is None
+
+
+# --- parse_chunk_header: the one header parser (ChunkReader and the skim reader use it) -------
+
+# (timestamp, length, type_id, stream_id, delta, extended, extended_value)
+PREV: ChunkHeader = (1000, 300, 9, 7, 40, False, 40)
+PREV_EXT: ChunkHeader = (1000, 300, 9, 7, 0x01000000, True, 0x01000000)
+
+
+def state(header: ChunkHeader, *, in_message: bool = False) -> ChunkStreamState:
+    st = ChunkStreamState(header)
+    st.in_message = in_message
+    return st
+
+
+def fields(st: ChunkStreamState) -> tuple[object, ...]:
+    return (st.timestamp, st.length, st.type_id, st.stream_id, st.delta, st.extended,
+            st.extended_value, st.in_message)  # fmt: skip
+
+
+HEADER_CASES = [
+    # (name, bytes, previous headers, (csid, payload offset, header or None))
+    ("fmt0", fmt0(6, 40, 300, 9, 1), {}, (6, 12, (40, 300, 9, 1, 40, False, 40))),
+    ("fmt0 extended", fmt0(6, 0x12345678, 5, 8, 1), {},
+     (6, 16, (0x12345678, 5, 8, 1, 0x12345678, True, 0x12345678))),
+    ("fmt0 2-byte csid", fmt0(319, 1, 2, 20, 0), {}, (319, 13, (1, 2, 20, 0, 1, False, 1))),
+    ("fmt0 3-byte csid", fmt0(65599, 1, 2, 20, 0), {}, (65599, 14, (1, 2, 20, 0, 1, False, 1))),
+    ("fmt1 keeps stream id", fmt1(6, 33, 10, 8), {6: state(PREV)},
+     (6, 8, (1033, 10, 8, 7, 33, False, 33))),
+    ("fmt2 keeps length and type", fmt2(6, 20), {6: state(PREV)},
+     (6, 4, (1020, 300, 9, 7, 20, False, 20))),
+    ("fmt2 extended delta", fmt2(6, 0x01000001), {6: state(PREV)},
+     (6, 8, (1000 + 0x01000001, 300, 9, 7, 0x01000001, True, 0x01000001))),
+    ("fmt3 new message adds the delta", fmt3(6), {6: state(PREV)},
+     (6, 1, (1040, 300, 9, 7, 40, False, 40))),
+    ("fmt3 new message reads an extended delta", fmt3(6, ext=5), {6: state(PREV_EXT)},
+     (6, 5, (1005, 300, 9, 7, 5, True, 5))),
+    ("fmt3 continuation", fmt3(6), {6: state(PREV, in_message=True)}, (6, 1, None)),
+    ("fmt3 continuation repeating the timestamp", fmt3(6, ext=1000),
+     {6: state(PREV_EXT, in_message=True)}, (6, 5, None)),
+    ("fmt3 continuation repeating the extended field", fmt3(6, ext=0x01000000),
+     {6: state(PREV_EXT, in_message=True)}, (6, 5, None)),
+    ("fmt3 continuation without it: payload", fmt3(6, ext=0xABCDEF01),
+     {6: state(PREV_EXT, in_message=True)}, (6, 1, None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "streams", "expected"),
+    [case[1:] for case in HEADER_CASES],
+    ids=[case[0] for case in HEADER_CASES],
+)
+def test_parse_chunk_header(
+    data: bytes,
+    streams: dict[int, ChunkStreamState],
+    expected: tuple[int, int, ChunkHeader | None],
+) -> None:
+    before = {csid: fields(st) for csid, st in streams.items()}
+    csid, offset, _ = expected
+    # Every byte is needed, even the 4 a continuation checks and then leaves as payload.
+    for cut in range(len(data)):
+        assert parse_chunk_header(data[:cut], 0, streams, 64, 1 << 20) is None, cut
+    for buf in (data, bytearray(data) + b"payload", b"garbage" + data):
+        start = 7 if buf.startswith(b"garbage") else 0
+        got = parse_chunk_header(buf, start, streams, 64, 1 << 20)
+        assert got == (csid, start + offset, expected[2])
+    # Pure: the previous headers are left as they were.
+    assert {c: fields(st) for c, st in streams.items()} == before
+
+
+@pytest.mark.parametrize(
+    ("data", "streams", "error", "reason"),
+    [
+        (fmt1(5, 0, 1, 9), {}, ProtocolError, "chunk_header"),
+        (fmt2(5, 0), {}, ProtocolError, "chunk_header"),
+        (fmt3(5), {}, ProtocolError, "chunk_header"),
+        (fmt0(6, 0, 1, 9, 1), {6: state(PREV, in_message=True)}, ProtocolError, "chunk_header"),
+        (fmt2(6, 0), {6: state(PREV, in_message=True)}, ProtocolError, "chunk_header"),
+        (fmt0(7, 0, 1, 9, 1), {6: state(PREV)}, LimitExceeded, "limit:rtmp_max_chunk_streams"),
+        (fmt0(6, 0, 301, 9, 1), {}, LimitExceeded, "limit:rtmp_max_message_size"),
+        (fmt3(6), {6: state((0, 301, 9, 1, 0, False, 0))}, LimitExceeded,
+         "limit:rtmp_max_message_size"),
+    ],
+)  # fmt: skip
+def test_parse_chunk_header_errors(
+    data: bytes, streams: dict[int, ChunkStreamState], error: type[Exception], reason: str
+) -> None:
+    with pytest.raises(error) as info:
+        parse_chunk_header(data, 0, streams, 1, 300)
+    assert isinstance(info.value, ProtocolError)
+    assert info.value.reason == reason
 
 
 # --- control message helpers -------------------------------------------------------------------

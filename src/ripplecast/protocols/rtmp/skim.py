@@ -3,7 +3,10 @@
 For clients that only need to know *that* media arrived (the load generator, later probes): each
 audio/video message comes out as `MediaSkimmed` with its size and first bytes, so a viewer costs
 no payload copies. Command, control and data messages are reassembled in full, as `ChunkReader`
-does, with the same header rules and limits. Sans-I/O like the rest of the RTMP core.
+does. Chunk headers are parsed by `parse_chunk_header`, the parser `ChunkReader` uses, so
+the header rules, error messages and chunk stream and message size limits are the same by
+construction; only the payload handling and the incomplete-bytes limit are this module's own.
+Sans-I/O like the rest of the RTMP core.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from typing import Protocol
 
 from ripplecast.errors import LimitExceeded, ProtocolError
 from ripplecast.protocols.rtmp import chunk
-from ripplecast.protocols.rtmp.chunk import RtmpMessage
+from ripplecast.protocols.rtmp.chunk import (
+    ChunkHeader,
+    ChunkStreamState,
+    RtmpMessage,
+    parse_chunk_header,
+)
 
 
 class SkimLimits(Protocol):
@@ -45,37 +53,15 @@ class MediaSkimmed:
 
 
 _MEDIA = frozenset((chunk.AUDIO, chunk.VIDEO))
-_EXT = 0xFFFFFF
-_MASK32 = 0xFFFFFFFF
 
 
-class _SkimStream:
-    """Per chunk stream id state of the skim reader (see `ChunkReader._ChunkStream`)."""
+class _SkimStream(ChunkStreamState):
+    """Per chunk stream id state of the skim reader: the header (base class) and payload walk."""
 
-    __slots__ = (
-        "active",
-        "delta",
-        "ext",
-        "ext_value",
-        "head",
-        "keep",
-        "length",
-        "need",
-        "received",
-        "stream_id",
-        "timestamp",
-        "type_id",
-    )
+    __slots__ = ("head", "keep", "need", "received")
 
-    def __init__(self) -> None:
-        self.timestamp = 0
-        self.delta = 0
-        self.length = 0
-        self.type_id = 0
-        self.stream_id = 0
-        self.ext = False
-        self.ext_value = 0
-        self.active = False  # a message is in progress
+    def __init__(self, header: ChunkHeader) -> None:
+        super().__init__(header)
         self.received = 0
         self.keep: bytearray | None = None  # whole payload, for non-media messages
         self.head = bytearray()  # first `peek` bytes, for media messages
@@ -118,10 +104,10 @@ class SkimReader:
     def abort(self, chunk_stream_id: int) -> None:
         """Drop the incomplete message on `chunk_stream_id` (already done when skimmed)."""
         st = self._streams.get(chunk_stream_id)
-        if st is not None and st.active and st is not self._cur:
+        if st is not None and st.in_message and st is not self._cur:
             if st.keep is not None:
                 self._incomplete -= len(st.keep)
-            st.active, st.keep, st.received = False, None, 0
+            st.in_message, st.keep, st.received = False, None, 0
 
     def next_message(self) -> RtmpMessage | MediaSkimmed | None:
         """Return the next message (reassembled or skimmed), or None."""
@@ -133,153 +119,78 @@ class SkimReader:
         if self._tail:
             data = self._tail + data
             self._tail = b""
+        # The load generator's hot path: one loop that takes a chunk header when the previous
+        # chunk is done, then walks payload. The limits and chunk streams are in locals; the
+        # chunk size is not, as a Set Chunk Size completed in this loop changes it.
+        streams = self._streams
+        max_chunk_streams = self._limits.max_chunk_streams
+        max_message_size = self._limits.max_message_size
+        st = self._cur
+        left = self._chunk_left
         pos = 0
         end = len(data)
         while pos < end:
-            left = self._chunk_left
-            if left:
-                st = self._cur
-                assert st is not None
-                take = left if left <= end - pos else end - pos
-                if st.keep is not None:
-                    st.keep += data[pos : pos + take]
-                    self._incomplete += take
-                elif st.need:
-                    piece = data[pos : pos + (take if take < st.need else st.need)]
-                    st.head += piece
-                    st.need -= len(piece)
-                pos += take
-                st.received += take
-                left -= take
-                self._chunk_left = left
-                if not left and st.received >= st.length:
-                    self._complete(st)
-                continue
-            consumed = self._header(data, pos, end)
-            if consumed is None:
-                self._tail = data[pos:]
-                return
-            pos = consumed
-
-    def _header(self, buf: bytes, p: int, end: int) -> int | None:
-        """Parse one chunk header at `p`; return the offset after it, None if incomplete."""
-        avail = end - p
-        b0 = buf[p]
-        fmt = b0 >> 6
-        csid = b0 & 0x3F
-        if csid == 0:
-            if avail < 2:
-                return None
-            csid = 64 + buf[p + 1]
-            p += 2
-        elif csid == 1:
-            if avail < 3:
-                return None
-            csid = 64 + buf[p + 1] + (buf[p + 2] << 8)
-            p += 3
-        else:
-            p += 1
-        if end - p < (11, 7, 3, 0)[fmt]:
-            return None
-        st = self._streams.get(csid)
-        if st is None:
-            if fmt != 0:
-                raise ProtocolError(
-                    f"fmt {fmt} chunk on chunk stream {csid} with no previous header",
-                    reason="chunk_header",
-                )
-            if len(self._streams) >= self._limits.max_chunk_streams:
-                raise LimitExceeded(
-                    f"more than {self._limits.max_chunk_streams} chunk streams",
-                    limit="rtmp_max_chunk_streams",
-                )
-        if st is not None and st.active:
-            if fmt != 3:
-                raise ProtocolError(
-                    f"fmt {fmt} chunk on chunk stream {csid} in the middle of a message",
-                    reason="chunk_header",
-                )
-            if st.ext:
-                if end - p < 4:
-                    return None
-                value = int.from_bytes(buf[p : p + 4], "big")
-                if value == st.timestamp or value == st.ext_value:
-                    p += 4
-            self._start_chunk(st)
-            return p
-        if fmt == 3:
-            assert st is not None
-            length, type_id, stream_id = st.length, st.type_id, st.stream_id
-            ext, ext_value, delta = st.ext, st.ext_value, st.delta
-            if ext:
-                if end - p < 4:
-                    return None
-                ext_value = delta = int.from_bytes(buf[p : p + 4], "big")
-                p += 4
-            timestamp = (st.timestamp + delta) & _MASK32
-        else:
-            field = (buf[p] << 16) | (buf[p + 1] << 8) | buf[p + 2]
-            if fmt <= 1:
-                length = (buf[p + 3] << 16) | (buf[p + 4] << 8) | buf[p + 5]
-                type_id = buf[p + 6]
-                if fmt == 0:
-                    stream_id = int.from_bytes(buf[p + 7 : p + 11], "little")
+            if not left:
+                parsed = parse_chunk_header(data, pos, streams, max_chunk_streams, max_message_size)
+                if parsed is None:
+                    self._tail = data[pos:]
+                    return
+                csid, pos, header = parsed
+                if header is None:  # a continuation chunk
+                    st = streams[csid]
                 else:
-                    assert st is not None
-                    stream_id = st.stream_id
-            else:
-                assert st is not None
-                length, type_id, stream_id = st.length, st.type_id, st.stream_id
-            p += (11, 7, 3)[fmt]
-            ext = field == _EXT
-            if ext:
-                if end - p < 4:
-                    return None
-                field = int.from_bytes(buf[p : p + 4], "big")
-                p += 4
-            ext_value = delta = field
-            if fmt == 0:
-                timestamp = field
-            else:
-                assert st is not None
-                timestamp = (st.timestamp + field) & _MASK32
-        if length > self._limits.max_message_size:
-            raise LimitExceeded(
-                f"message of {length} bytes on chunk stream {csid} exceeds the limit of "
-                f"{self._limits.max_message_size}",
-                limit="rtmp_max_message_size",
-            )
-        if st is None:
-            st = self._streams[csid] = _SkimStream()
-        st.timestamp, st.delta, st.length = timestamp, delta, length
-        st.type_id, st.stream_id = type_id, stream_id
-        st.ext, st.ext_value = ext, ext_value
-        st.active, st.received = True, 0
-        if type_id in _MEDIA:
-            st.keep = None
-            st.need = self._peek
-            st.head = bytearray()
-        else:
-            st.keep = bytearray()
-        self._start_chunk(st)
-        return p
-
-    def _start_chunk(self, st: _SkimStream) -> None:
-        remaining = st.length - st.received
-        self._cur = st
-        self._chunk_left = remaining if remaining < self._chunk_size else self._chunk_size
-        if not remaining:
-            self._complete(st)
-        elif st.keep is not None and self._incomplete + self._chunk_left > (
-            self._limits.max_message_size
-        ):
-            raise LimitExceeded(
-                f"incomplete messages exceed the limit of {self._limits.max_message_size} bytes",
-                limit="rtmp_max_message_size",
-            )
+                    found = streams.get(csid)
+                    if found is None:
+                        st = streams[csid] = _SkimStream(header)
+                    else:
+                        st = found
+                        (
+                            st.timestamp,
+                            st.length,
+                            st.type_id,
+                            st.stream_id,
+                            st.delta,
+                            st.extended,
+                            st.extended_value,
+                        ) = header
+                    st.in_message, st.received = True, 0
+                    if st.type_id in _MEDIA:
+                        st.keep = None
+                        st.need = self._peek
+                        st.head = bytearray()
+                    else:
+                        st.keep = bytearray()
+                remaining = st.length - st.received
+                chunk_size = self._chunk_size
+                left = remaining if remaining < chunk_size else chunk_size
+                self._cur = st
+                self._chunk_left = left
+                if not remaining:
+                    self._complete(st)
+                    continue
+                if st.keep is not None and self._incomplete + left > max_message_size:
+                    raise LimitExceeded(
+                        f"incomplete messages exceed the limit of {max_message_size} bytes",
+                        limit="rtmp_max_message_size",
+                    )
+            assert st is not None
+            take = left if left <= end - pos else end - pos
+            if st.keep is not None:
+                st.keep += data[pos : pos + take]
+                self._incomplete += take
+            elif st.need:
+                piece = data[pos : pos + (take if take < st.need else st.need)]
+                st.head += piece
+                st.need -= len(piece)
+            pos += take
+            st.received += take
+            left -= take
+            self._chunk_left = left
+            if not left and st.received >= st.length:
+                self._complete(st)
 
     def _complete(self, st: _SkimStream) -> None:
-        st.active = False
+        st.in_message = False
         self._cur = None
         keep = st.keep
         if keep is None:
