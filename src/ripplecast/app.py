@@ -16,10 +16,11 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -38,6 +39,14 @@ from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
 from ripplecast.live.stream import LiveStream, PacketListener
 from ripplecast.protocols.rtmp.server import RtmpServer
+from ripplecast.storage import Storage, open_storage
+from ripplecast.vod.ffmpeg import find_ffmpeg
+from ripplecast.vod.jobs import JobQueue
+from ripplecast.vod.ladder import parse_ladder
+from ripplecast.vod.service import Videos
+from ripplecast.vod.transcode import TranscodeOptions
+from ripplecast.vod.uploads import UploadLimits, Uploads
+from ripplecast.vod.worker import Worker
 from ripplecast.webhooks import (
     AdmissionResult,
     DatabaseEndpoints,
@@ -145,6 +154,60 @@ def admission_secret(settings: Settings) -> bytes | None:
     return settings.admission_webhook_secret.get_secret_value().encode()
 
 
+def job_queue_for(settings: Settings, db: Database) -> JobQueue:
+    """The transcoding job queue on the metadata database."""
+    return JobQueue(
+        db,
+        lease_seconds=settings.job_lease_seconds,
+        max_attempts=settings.job_max_attempts,
+        backoff_base_seconds=settings.job_backoff_base_seconds,
+    )
+
+
+def uploads_for(settings: Settings, db: Database, storage: Storage, jobs: JobQueue) -> Uploads:
+    """Uploads staged in the data dir, with the settings' limits."""
+    return Uploads(
+        db,
+        storage,
+        jobs,
+        settings.data_dir / "uploads",
+        UploadLimits(
+            max_bytes=settings.upload_max_bytes,
+            quota_bytes=settings.upload_quota_bytes,
+            expiry=timedelta(seconds=settings.upload_expiry_seconds),
+            chunk_max_bytes=settings.upload_chunk_max_bytes,
+            max_duration=settings.probe_max_duration_seconds,
+            max_pixels=settings.probe_max_pixels,
+            accept_audio_only=settings.vod_accept_audio_only,
+        ),
+    )
+
+
+def worker_for(settings: Settings, jobs: JobQueue, storage: Storage) -> Worker:
+    """A transcoding worker with the settings' ladder, ffmpeg and limits."""
+    work_dir = settings.data_dir / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return Worker(
+        jobs,
+        storage,
+        TranscodeOptions(
+            ffmpeg=find_ffmpeg(settings.ffmpeg_path),
+            segment_seconds=settings.vod_segment_seconds,
+            preset=settings.vod_x264_preset,
+            thumbnail_interval=settings.vod_thumbnail_interval_seconds,
+            thumbnail_width=settings.vod_thumbnail_width,
+            timeout=settings.job_timeout_seconds,
+        ),
+        parse_ladder(settings.vod_ladder),
+        lease_seconds=settings.job_lease_seconds,
+        poll_seconds=settings.job_poll_seconds,
+        max_duration=settings.probe_max_duration_seconds,
+        max_pixels=settings.probe_max_pixels,
+        concurrency=settings.worker_concurrency,
+        work_dir=work_dir,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_accounts(settings: Settings) -> AsyncIterator[Accounts]:
     """Account operations on the node's database, for the CLI."""
@@ -219,6 +282,11 @@ class Node:
             open_publishing=open_publishing,
         )
         self.webhooks = webhooks_for(settings, self.db)
+        self.storage = open_storage(settings)
+        self.jobs = job_queue_for(settings, self.db)
+        self.uploads = uploads_for(settings, self.db, self.storage, self.jobs)
+        self.videos = Videos(self.db, self.storage, self.jobs)
+        self.worker: Worker | None = None
         self._admission_secret = admission_secret(settings)
         self.rtmp = RtmpServer(
             settings,
@@ -236,6 +304,9 @@ class Node:
             publishers=self.rtmp,
             accounts=(self.accounts, self.logins, self.secret),
             db=self.db,
+            vod=(self.videos, self.uploads, self.storage, self.signed_query)
+            if settings.vod_enabled
+            else None,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -255,7 +326,13 @@ class Node:
     async def start(self) -> None:
         """Open the database, then the RTMP and HTTP listeners."""
         await self.db.start()
+        await self.storage.start()
         await self.webhooks.start()
+        if self.settings.vod_enabled and self.settings.worker_enabled:
+            self.worker = worker_for(self.settings, self.jobs, self.storage)
+            self.uploads.on_queued = self.worker.wake
+            self.worker.start()
+        self._background_loop(self._expire_uploads(), "upload expiry")
         if self.settings.publish_mode is PublishMode.KEYS:
             self.first_run = await bootstrap(self.accounts)
         listening = asyncio.Event()
@@ -294,6 +371,20 @@ class Node:
             task = asyncio.create_task(self._note_key_use(key_id))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _background_loop(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(work, name=what)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _expire_uploads(self) -> None:
+        while True:
+            await asyncio.sleep(min(600.0, self.settings.upload_expiry_seconds / 4))
+            try:
+                if removed := await self.uploads.expire():
+                    log.info("removed %d expired uploads", removed)
+            except Exception:
+                log.warning("could not remove expired uploads", exc_info=True)
 
     async def _note_key_use(self, key_id: int) -> None:
         try:
@@ -370,8 +461,14 @@ class Node:
         # After the listeners (their on_unpublish/on_stop events are queued), before the
         # database (delivery outcomes are recorded there).
         await self.webhooks.close()
+        if self.worker is not None:
+            await self.worker.close()
+        for task in list(self._background):
+            if task.get_name() == "upload expiry":
+                task.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=self.settings.shutdown_timeout)
+        await self.storage.close()
         await self.cache.close()
         await self.db.close()
         await asyncio.sleep(0)

@@ -14,9 +14,14 @@ from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
 from ripplecast.http.api.users import users_router
+from ripplecast.http.api.videos import Signer, videos_router
 from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
+from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
+from ripplecast.storage import Storage
+from ripplecast.vod.service import Videos
+from ripplecast.vod.uploads import Uploads
 from ripplecast.webhooks.registry import WebhookRegistry
 
 LIVE_ROUTES = web.AppKey("live_routes", LiveRoutes)
@@ -32,6 +37,7 @@ def create_app(
     publishers: Publishers | None = None,
     accounts: tuple[Accounts, Logins, bytes] | None = None,
     db: Database | None = None,
+    vod: tuple[Videos, Uploads, Storage, Signer] | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
@@ -68,5 +74,9 @@ def create_app(
     if db is not None:
         allow_private = settings.webhook_allow_private_addresses
         routers.append(webhooks_router(WebhookRegistry(db, allow_private=allow_private)))
+    if vod is not None:
+        videos, uploads, storage, signer = vod
+        VodRoutes(storage, authorize, presigned_get=settings.s3_presigned_get).register(app)
+        routers.append(videos_router(videos, uploads, signer=signer))
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app

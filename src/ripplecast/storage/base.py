@@ -21,7 +21,7 @@ Invariants every implementation keeps:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -214,7 +214,7 @@ class Storage(Protocol):
         start: int = 0,
         stop: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The bytes [start, stop) of `key` (clamped to its size, like a slice) in chunks of at
         most `chunk_size`. Raises `ObjectNotFound` on the first iteration at the latest;
         `UsageError` for a negative start, stop < start or chunk_size < 1."""

@@ -34,7 +34,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -172,16 +172,18 @@ class LocalStorage:
         start: int = 0,
         stop: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         path = self._path(key)
         check_range(start, stop, chunk_size)
         return self._read(key, path, start, stop, chunk_size)
 
     async def _read(
         self, key: str, path: Path, start: int, stop: int | None, chunk_size: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
+        # Opened here, not in a thread: a request cancelled while a thread opened the file
+        # would leave it open with nobody to close it. Opening is one cheap system call.
         with self._os_errors("read", key, missing=path):
-            file = await run_blocking(_open_for_reading, path)
+            file = _open_for_reading(path)
         try:
             with self._os_errors("read", key):
                 size = os.fstat(file.fileno()).st_size

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -357,14 +357,14 @@ class S3Storage:
         start: int = 0,
         stop: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         check_key(key)
         check_range(start, stop, chunk_size)
         return self._read(key, start, stop, chunk_size)
 
     async def _read(
         self, key: str, start: int, stop: int | None, chunk_size: int
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         if stop == start:
             await self.stat(key)  # an empty range of a missing object is still missing
             return

@@ -100,6 +100,8 @@ class ApiContext:
     """The path parameters, as matched (URL-decoded)."""
     params: BaseModel | None
     """The path parameters validated by the operation's `params` model, or None."""
+    headers: BaseModel | None
+    """The request headers validated by the operation's `headers` model, or None."""
     authorize: Authorize
     """The access policy, for handlers that decide per item (e.g. which streams to list)."""
     finish: list[Callable[[web.StreamResponse], None]] = field(default_factory=list)
@@ -116,6 +118,12 @@ class ApiContext:
         if not isinstance(self.query, model):
             raise TypeError(f"the operation's query is not a {model.__name__}")
         return self.query
+
+    def headers_as(self, model: type[M]) -> M:
+        """The declared request headers as `model`."""
+        if not isinstance(self.headers, model):
+            raise TypeError(f"the operation's headers are not a {model.__name__}")
+        return self.headers
 
     def params_as(self, model: type[M]) -> M:
         """The path parameters as `model`."""
@@ -146,6 +154,11 @@ class Route:
     description: str = ""
     errors: tuple[int, ...] = ()
     """Extra error statuses the handler itself may answer with (e.g. 404)."""
+    raw_body: str | None = None
+    """A body of this media type that the handler streams itself from `request.content`
+    (uploads: never read whole into memory, so not bound by the JSON body limit)."""
+    headers: type[BaseModel] | None = None
+    """Validates request headers (field aliases are the header names); a refusal is a 400."""
 
     @property
     def path_param_names(self) -> list[str]:
@@ -181,12 +194,16 @@ class ApiRouter:
         auth: Scope | None = None,
         tags: Sequence[str] | None = None,
         errors: Sequence[int] = (),
+        raw_body: str | None = None,
+        headers: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated handler for `method path` (path relative to /api/v1)."""
         if not path.startswith("/"):
             raise ValueError(f"API path {path!r} must start with '/'")
         if status == 204 and response is not None:
             raise ValueError("a 204 operation has no response model")
+        if raw_body is not None and body is not None:
+            raise ValueError("an operation has a JSON body or a raw body, not both")
 
         def register(handler: Handler) -> Handler:
             doc = inspect.cleandoc(handler.__doc__ or "")
@@ -205,6 +222,8 @@ class ApiRouter:
                     tags=tuple(tags) if tags is not None else self.tags,
                     description=doc,
                     errors=tuple(errors),
+                    raw_body=raw_body,
+                    headers=headers,
                 )
             )
             return handler
@@ -226,6 +245,10 @@ class ApiRouter:
     def delete(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
         """`route("DELETE", ...)`."""
         return self.route("DELETE", path, **kw)
+
+    def head(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        """`route("HEAD", ...)`."""
+        return self.route("HEAD", path, **kw)
 
 
 def _is_json(content_type: str) -> bool:
@@ -260,6 +283,25 @@ def _read_params(request: web.Request, model: type[BaseModel]) -> BaseModel:
         return model.model_validate(dict(request.match_info))
     except ValidationError:
         raise ApiError(404, "no such API resource") from None
+
+
+def _read_headers(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    values = {}
+    for name, info in model.model_fields.items():
+        header = info.alias or name
+        if header in request.headers:
+            values[header] = request.headers[header]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ApiError(
+            400, "a request header is missing or invalid", errors=issues(exc, "header")
+        ) from None
+
+
+def _check_raw_body(request: web.Request, media_type: str) -> None:
+    if request.content_type != media_type:
+        raise ApiError(415, f"the request body must be {media_type}")
 
 
 def _read_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -316,6 +358,9 @@ def _aiohttp_handler(
                 _check_csrf(request, csrf_secret)
         params = _read_params(request, route.params) if route.params is not None else None
         query = _read_query(request, route.query) if route.query is not None else None
+        headers = _read_headers(request, route.headers) if route.headers is not None else None
+        if route.raw_body is not None:
+            _check_raw_body(request, route.raw_body)
         body = await _read_body(request, route.body) if route.body is not None else None
         ctx = ApiContext(
             request=request,
@@ -324,6 +369,7 @@ def _aiohttp_handler(
             query=query,
             path_params=dict(request.match_info),
             params=params,
+            headers=headers,
             authorize=authorize,
         )
         result = await route.handler(ctx)

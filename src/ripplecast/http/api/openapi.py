@@ -37,6 +37,10 @@ def _error_statuses(route: Route) -> list[int]:
     statuses = set(route.errors)
     if route.body is not None:
         statuses |= {400, 413, 415, 422}
+    if route.raw_body is not None:
+        statuses |= {413, 415}
+    if route.headers is not None:
+        statuses.add(400)
     if route.query is not None:
         statuses.add(422)
     if route.auth is not None:
@@ -71,6 +75,8 @@ def openapi_document(
             models.append((route.query, "validation"))
         if route.params is not None:
             models.append((route.params, "validation"))
+        if route.headers is not None:
+            models.append((route.headers, "validation"))
     unique = list(dict.fromkeys(models))
     refs, defs = models_json_schema(unique, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
@@ -114,6 +120,9 @@ def openapi_document(
         query_props, required = properties(route.query)
         for name, prop in query_props.items():
             parameters.append(parameter(name, "query", name in required, prop))
+        header_props, required = properties(route.headers)
+        for name, prop in header_props.items():
+            parameters.append(parameter(name, "header", name in required, prop))
         ok: dict[str, Any] = {"description": phrase(route.status)}
         if route.response is not None:
             ok["content"] = {"application/json": {"schema": ref(route.response, "serialization")}}
@@ -138,6 +147,11 @@ def openapi_document(
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref(route.body, "validation")}},
+            }
+        if route.raw_body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {route.raw_body: {"schema": {"type": "string", "format": "binary"}}},
             }
         if route.auth is not None:
             operation["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]
