@@ -37,12 +37,16 @@ from ripplecast.http.api import ApiContext, ApiRouter, install_api, streams_rout
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
 from ripplecast.http.api.users import users_router
+from ripplecast.http.api.videos import videos_router
 from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import LiveRoutes
 from ripplecast.webhooks.registry import WebhookRegistry
 from support import NodeFactory, start_publisher
 
 MAX_EXAMPLES = 30
+
+# tus appends carry raw bytes under their own media type: serialize them as octet streams.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -83,6 +87,7 @@ async def serve_api(node: Node) -> AsyncIterator[str]:
         channels_router(node.accounts),
         users_router(node.accounts),
         webhooks_router(WebhookRegistry(node.db, allow_private=False)),
+        videos_router(node.videos, node.uploads, signer=node.signed_query),
         fuzz_router(),
     ]
     install_api(app, routers, authorize=node.access.authorize, csrf_secret=node.secret)
@@ -175,6 +180,16 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         "POST /api/v1/webhooks",
         "PATCH /api/v1/webhooks/{id}",
         "DELETE /api/v1/webhooks/{id}",
+        "GET /api/v1/videos",
+        "POST /api/v1/videos",
+        "GET /api/v1/videos/{id}",
+        "PATCH /api/v1/videos/{id}",
+        "DELETE /api/v1/videos/{id}",
+        "POST /api/v1/videos/{id}/retry",
+        "POST /api/v1/uploads",
+        "HEAD /api/v1/uploads/{id}",
+        "PATCH /api/v1/uploads/{id}",
+        "DELETE /api/v1/uploads/{id}",
         "PATCH /api/v1/settings",
     )
     expected = [f"{op} {mode}" for op in operations for mode in ("positive", "negative")]

@@ -49,6 +49,14 @@ def test_tokens_are_random_and_hashes_stable() -> None:
     assert len(keyed_hash(b"s1", a)) == 64
 
 
+def test_undecodable_credentials_hash_instead_of_raising() -> None:
+    # aiohttp hands header bytes that are not UTF-8 over as surrogates.
+    hostile = b"\xe7\xff token".decode("utf-8", "surrogateescape")
+    assert len(token_hash(hostile)) == 64
+    assert token_hash(hostile) != token_hash("\ufffd\ufffd token")
+    assert len(keyed_hash(b"k" * 32, hostile)) == 64
+
+
 def test_signed_url_round_trip_and_scope() -> None:
     query = sign("/live/show", expires_at=2000, key_id="k2", keys=KEYS)
     for path in ("/live/show", "/live/show.flv", "/live/show/index.m3u8", "/live/show/12.ts"):

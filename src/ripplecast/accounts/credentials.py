@@ -80,10 +80,13 @@ def new_token(prefix: str = "") -> str:
 
 
 def token_hash(token: str) -> str:
-    """SHA-256 hex of a high-entropy token (session ids, API tokens)."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    """SHA-256 hex of a high-entropy token (session ids, API tokens).
+
+    Header and cookie values arrive with undecodable bytes as surrogates; they hash (to
+    nothing that was ever issued) instead of raising."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def keyed_hash(secret: bytes, value: str) -> str:
     """HMAC-SHA256 hex of `value` under the server secret (stream keys)."""
-    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret, value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()

@@ -124,7 +124,7 @@ class TusCreateHeaders(BaseModel):
 
     tus_resumable: str = Field(alias="Tus-Resumable", max_length=16)
     upload_length: int = Field(alias="Upload-Length", ge=1, le=2**53)
-    upload_metadata: str = Field("", alias="Upload-Metadata", max_length=16384)
+    upload_metadata: str = Field("", alias="Upload-Metadata", max_length=4096)
 
 
 class TusPatchHeaders(BaseModel):
@@ -206,8 +206,12 @@ def _video_out(video: Video, *, query: str = "") -> VideoOut:
 
 
 def _me(principal: Principal | None) -> Uploader:
-    if principal is None:
-        raise ApiError(401, "authentication required")
+    if principal is None:  # the framework checked the credentials first: never reached
+        raise ApiError(
+            401,
+            "authentication required",
+            headers={"WWW-Authenticate": 'Bearer realm="ripplecast"'},
+        )
     return Uploader(principal.user_id, admin=principal.role == "admin")
 
 
@@ -295,7 +299,11 @@ def videos_router(videos: Videos, uploads: Uploads, *, signer: Signer | None = N
         query = ctx.query_as(VideoListQuery)
         viewer = await _viewer(ctx)
         if query.mine and viewer.user_id is None:
-            raise ApiError(401, "sign in to list your videos")
+            raise ApiError(
+                401,
+                "sign in to list your videos",
+                headers={"WWW-Authenticate": 'Bearer realm="ripplecast"'},
+            )
         rows, total = await videos.list(
             viewer,
             mine=query.mine,
