@@ -379,3 +379,32 @@ async def test_audio_only_upload_becomes_an_audio_rendition(
         async with aiohttp.ClientSession() as http:
             status, problem = await upload_file(http, f"{running.http}/api/v1", jill, source)
         assert status == 422 and "video" in problem["detail"]
+
+
+async def test_unfinished_uploads_expire_with_their_bytes(make_node: NodeFactory) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    async with make_node(**{**VOD_SETTINGS, "worker_enabled": False}) as running:
+        node, api = running.node, f"{running.http}/api/v1"
+        jill = await token_for(node, "jill")
+        tus = {**jill, "Tus-Resumable": "1.0.0"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{api}/uploads", headers={**tus, "Upload-Length": "1000"}) as r:
+                assert r.status == 201
+                location = running.http + r.headers["Location"]
+            patch = {**tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+            async with http.patch(location, data=b"x" * 400, headers=patch) as r:
+                assert r.status == 204 and r.headers["Upload-Offset"] == "400"
+            staged = list((node.settings.data_dir / "uploads").iterdir())
+            assert len(staged) == 1 and staged[0].stat().st_size == 400
+            assert await node.uploads.expire() == 0  # not yet
+            async with node.db.transaction() as session:
+                past = datetime.now(UTC) - timedelta(seconds=1)
+                await session.execute(update(Upload).values(expires_at=past))
+            async with http.head(location, headers=tus) as r:
+                assert r.status == 404  # expired uploads are gone for the client at once
+            assert await node.uploads.expire() == 1
+            assert not staged[0].exists()
+        assert await row_counts(node) == (0, 0, 0)

@@ -152,3 +152,17 @@ async def test_a_store_failing_mid_publish_never_leaves_a_half_visible_video(
             assert "injected failure" in (row.error or "")
             assert await node.storage.list(f"vod/{video['id']}/") == []
             assert [o.key for o in await node.storage.list("")] == [f"sources/{video['id']}"]
+            # The owner retries once the store is healthy again; it is published whole.
+            async with aiohttp.ClientSession() as http:
+                retry = f"{api}/videos/{video['id']}/retry"
+                async with http.post(retry, headers=jill) as r:
+                    assert r.status == 200
+                    assert (await r.json())["state"] == "processing"
+                async with http.post(retry, headers=jill) as r:
+                    assert r.status == 409  # not failed any more
+            healthy = worker_for(node.settings, node.jobs, node.storage)
+            claimed = await node.jobs.claim("test-worker")
+            assert claimed is not None and claimed.attempt == 1
+            assert await healthy.run_job(claimed)
+            job, row = await job_and_video(node)
+            assert row.state is VideoState.READY and row.error is None
