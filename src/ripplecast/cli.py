@@ -250,6 +250,105 @@ async def _serve(settings: Settings) -> None:
             await node.close()
 
 
+@cli.command()
+def worker(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Run transcoding workers only (no RTMP, no HTTP) until SIGTERM or SIGINT.
+
+    Start any number, on any machine that shares the database and the media storage."""
+    settings = _settings(config, data_dir=data_dir)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _install_loop()
+    asyncio.run(_work(settings))
+
+
+async def _work(settings: Settings) -> None:
+    from ripplecast.app import database_for, job_queue_for, worker_for
+    from ripplecast.storage import open_storage
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    storage = open_storage(settings)
+    async with database_for(settings) as db:
+        await storage.start()
+        runner = worker_for(settings, job_queue_for(settings, db), storage)
+        runner.start()
+        logging.getLogger("ripplecast").info(
+            "worker %s running %d job(s) at once", runner.name, settings.worker_concurrency
+        )
+        try:
+            await stop.wait()
+        finally:
+            logging.getLogger("ripplecast").info("worker stopping")
+            await runner.close()
+            await storage.close()
+
+
+@cli.command()
+def upload(
+    file: Annotated[Path, typer.Argument(help="The video file.", dir_okay=False)],
+    title: Annotated[str, typer.Option("--title", help="The video's title.")],
+    server: Annotated[
+        str, typer.Option("--server", envvar="RIPPLECAST_SERVER", help="http://HOST:PORT")
+    ],
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token", envvar="RIPPLECAST_TOKEN", help="API token with the publish scope."
+        ),
+    ],
+    description: Annotated[str, typer.Option("--description", help="Shown on pages.")] = "",
+    visibility: Annotated[
+        str, typer.Option("--visibility", help="public, unlisted or private.")
+    ] = "public",
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Bytes per PATCH request.")
+    ] = 8 * 1024 * 1024,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for transcoding; print the playlist URL.")
+    ] = False,
+    wait_timeout: Annotated[
+        float, typer.Option("--wait-timeout", min=1, help="Seconds --wait waits at most.")
+    ] = 6 * 3600,
+    retries: Annotated[
+        int, typer.Option("--retries", min=0, help="Transient failures in a row tolerated.")
+    ] = 5,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-file",
+            envvar="RIPPLECAST_UPLOAD_STATE",
+            help="Where unfinished uploads are remembered (default:"
+            " ~/.cache/ripplecast/uploads.json).",
+        ),
+    ] = None,
+) -> None:
+    """Upload a video (tus, resumable: run the same command again after an interruption).
+
+    The last line on stdout is `video ID queued`, or with --wait `video ID ready URL`."""
+    from ripplecast.upload_client import UploadOptions, default_state_file, run_upload
+
+    options = UploadOptions(
+        file=file,
+        title=title,
+        description=description,
+        visibility=visibility,
+        server=server,
+        token=token,
+        chunk_size=chunk_size,
+        wait=wait,
+        wait_timeout_seconds=wait_timeout,
+        retries=retries,
+        state_file=state_file or default_state_file(),
+    )
+    raise typer.Exit(run_upload(options))
+
+
 def _print_welcome(node: Any) -> None:
     settings: Settings = node.settings
     host = settings.public_host

@@ -408,3 +408,43 @@ async def test_unfinished_uploads_expire_with_their_bytes(make_node: NodeFactory
             assert await node.uploads.expire() == 1
             assert not staged[0].exists()
         assert await row_counts(node) == (0, 0, 0)
+
+
+async def test_a_patch_cut_off_midway_keeps_the_bytes_that_arrived(make_node: NodeFactory) -> None:
+    async with make_node(**{**VOD_SETTINGS, "worker_enabled": False}) as running:
+        node, api = running.node, f"{running.http}/api/v1"
+        jill = await token_for(node, "jill")
+        tus = {**jill, "Tus-Resumable": "1.0.0"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{api}/uploads", headers={**tus, "Upload-Length": "100000"}) as r:
+                location = r.headers["Location"]
+            # A raw client: headers for 100,000 bytes, half of them, then the connection drops.
+            _reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
+            head = (
+                f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: {jill['Authorization']}\r\nTus-Resumable: 1.0.0\r\n"
+                "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+            writer.write(head.encode() + b"y" * 50_000)
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.close()
+            await writer.wait_closed()
+            offset = "0"
+            for _ in range(50):
+                async with http.head(running.http + location, headers=tus) as r:
+                    offset = r.headers["Upload-Offset"]
+                if offset == "50000":
+                    break
+                await asyncio.sleep(0.1)
+            assert offset == "50000"
+            # The client resumes from there and finishes.
+            patch = {**tus, "Content-Type": "application/offset+octet-stream"}
+            async with http.patch(
+                running.http + location,
+                data=b"y" * 50_000,
+                headers={**patch, "Upload-Offset": "50000"},
+            ) as r:
+                assert r.status == 422  # all 100,000 bytes arrived: "y"s are not a video
+        assert await row_counts(node) == (0, 0, 0)

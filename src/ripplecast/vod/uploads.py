@@ -254,20 +254,32 @@ class Uploads:
             raise self._refuse(UploadBusy("another request is appending to this upload"), "busy")
         self._busy.add(public_id)
         try:
-            received = await self._write(upload, chunks)
-            async with self._db.transaction() as session:
-                row = (
-                    await session.execute(select(Upload).where(Upload.id == upload.id))
-                ).scalar_one_or_none()
-                if row is None:
-                    raise UploadNotFound(f"no upload {public_id}")
-                row.received = received
+            try:
+                received = await self._write(upload, chunks)
+            except asyncio.CancelledError:
+                # The client went away mid-body (aiohttp cancels the handler): keep what
+                # reached the disk, so it resumes from there instead of from the last PATCH.
+                path = self._path(public_id)
+                on_disk = (await asyncio.to_thread(path.stat)).st_size
+                kept = max(upload.received, min(on_disk, upload.length))
+                await asyncio.shield(self._save_received(upload, kept))
+                raise
+            await self._save_received(upload, received)
             upload.received = received
             if received < upload.length:
                 return upload, None
             return upload, await self._finish(upload, uploader, self._path(public_id))
         finally:
             self._busy.discard(public_id)
+
+    async def _save_received(self, upload: Upload, received: int) -> None:
+        async with self._db.transaction() as session:
+            row = (
+                await session.execute(select(Upload).where(Upload.id == upload.id))
+            ).scalar_one_or_none()
+            if row is None:
+                raise UploadNotFound(f"no upload {upload.public_id}")
+            row.received = received
 
     async def _write(self, upload: Upload, chunks: AsyncIterable[bytes]) -> int:
         """Write at the upload's offset; return the new offset (what reached the disk, even
