@@ -11,13 +11,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from ripplecast.accounts.policy import AccessRequest, Action, Principal, Scope, Via
+from ripplecast.accounts.policy import Principal, Scope
 from ripplecast.accounts.service import AccountError, Accounts, Actor, Conflict, NotFound
 from ripplecast.db.models import Channel, Visibility
 from ripplecast.http.api.framework import ApiContext, ApiRouter, Page, PageQuery
 from ripplecast.http.api.models import Text
 from ripplecast.http.api.problems import ApiError
-from ripplecast.http.live import request_credentials
 
 __all__ = ["channels_router"]
 
@@ -135,18 +134,7 @@ def channels_router(accounts: Accounts) -> ApiRouter:
         query = ctx.query_as(ListQuery)
         owner = None
         if query.mine:
-            request = ctx.request
-            decision = await ctx.authorize(
-                AccessRequest(
-                    Action.API,
-                    request.path,
-                    Via.API,
-                    request_credentials(request),
-                    request.remote or "",
-                    scope=Scope.READ,
-                )
-            )
-            principal = decision.principal if decision.allowed else None
+            principal = await ctx.caller()
             if principal is None:
                 raise ApiError(
                     401,

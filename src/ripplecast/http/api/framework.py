@@ -107,6 +107,28 @@ class ApiContext:
     finish: list[Callable[[web.StreamResponse], None]] = field(default_factory=list)
     """Changes to make to the response before it is sent (cookies, headers)."""
 
+    async def caller(self) -> Principal | None:
+        """Who the caller is on an operation open to anyone: the principal its session or
+        token (with the read scope) names, or None when it sent none or an invalid one."""
+        if self.principal is not None:
+            return self.principal
+        request = self.request
+        credentials = request_credentials(request)
+        if not (credentials.session_id or credentials.api_token):
+            return None
+        decision = await self.authorize(
+            AccessRequest(
+                Action.API,
+                request.path,
+                Via.API,
+                credentials,
+                request.remote or "",
+                request.path,
+                scope=Scope.READ,
+            )
+        )
+        return decision.principal if decision.allowed else None
+
     def body_as(self, model: type[M]) -> M:
         """The body as `model` (a handler knows which model it declared)."""
         if not isinstance(self.body, model):

@@ -19,12 +19,11 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from ripplecast.accounts.policy import AccessRequest, Action, Principal, Scope, Via
+from ripplecast.accounts.policy import Principal, Scope
 from ripplecast.db.models import Job, JobState, Video, VideoState, Visibility
 from ripplecast.http.api.framework import ApiContext, ApiRouter, Page, PageQuery
 from ripplecast.http.api.models import Text
 from ripplecast.http.api.problems import ApiError
-from ripplecast.http.live import request_credentials
 from ripplecast.vod.service import VideoNotFound, VideoNotRetryable, Videos, Viewer, media_prefix
 from ripplecast.vod.uploads import MediaRefused, Uploader, UploadError, Uploads
 
@@ -216,21 +215,10 @@ def _me(principal: Principal | None) -> Uploader:
 
 
 async def _viewer(ctx: ApiContext) -> Viewer:
-    """Who the caller is, if it says (no credentials: anonymous; bad ones: 401)."""
-    if ctx.principal is not None:
-        return Viewer(ctx.principal.user_id, admin=ctx.principal.role == "admin")
-    credentials = request_credentials(ctx.request)
-    if not (credentials.session_id or credentials.api_token):
+    """Who the caller is, if it says (no or invalid credentials: anonymous)."""
+    principal = await ctx.caller()
+    if principal is None:
         return Viewer()
-    request = ctx.request
-    decision = await ctx.authorize(
-        AccessRequest(
-            Action.API, request.path, Via.API, credentials, request.remote or "", request.path
-        )
-    )
-    if not decision.allowed or decision.principal is None:
-        return Viewer()
-    principal = decision.principal
     return Viewer(principal.user_id, admin=principal.role == "admin")
 
 
