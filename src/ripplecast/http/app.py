@@ -17,6 +17,7 @@ from ripplecast.http.api.users import users_router
 from ripplecast.http.api.videos import Signer, videos_router
 from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
+from ripplecast.http.pages import PageRoutes
 from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
 from ripplecast.storage import Storage
@@ -38,10 +39,13 @@ def create_app(
     accounts: tuple[Accounts, Logins, bytes] | None = None,
     db: Database | None = None,
     vod: tuple[Videos, Uploads, Storage, Signer] | None = None,
+    rtmp_port: Callable[[], int] | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
-    the API's kick disconnect a stream's publisher (the RTMP server)."""
+    the API's kick disconnect a stream's publisher (the RTMP server). With `accounts`, the web
+    pages are served too; `rtmp_port` (else the publishers' own `port`) is the RTMP port they
+    show in the OBS set-up."""
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
@@ -78,5 +82,20 @@ def create_app(
         videos, uploads, storage, signer = vod
         VodRoutes(storage, authorize, presigned_get=settings.s3_presigned_get).register(app)
         routers.append(videos_router(videos, uploads, signer=signer))
+    if accounts is not None:
+        service, logins, secret = accounts
+        PageRoutes(
+            settings,
+            hub,
+            authorize,
+            accounts=service,
+            logins=logins,
+            secret=secret,
+            videos=vod[0] if vod is not None else None,
+            uploads=vod[1] if vod is not None else None,
+            signer=vod[3] if vod is not None else None,
+            publishers=publishers,
+            rtmp_port=rtmp_port,
+        ).register(app)
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app

@@ -1,0 +1,228 @@
+"""What the templates show, built from the catalogue's rows; and the checks of submitted forms.
+
+Pure functions and frozen dataclasses: no HTTP, no database session, no clock. The page routes
+(`ripplecast.http.pages`) fetch rows and hand them here; templates read only these objects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ripplecast.db.models import Channel, Job, JobState, Video, VideoState, Visibility
+from ripplecast.errors import RipplecastError
+
+__all__ = [
+    "NOTICES",
+    "ChannelCard",
+    "FormError",
+    "KeyRow",
+    "LiveCard",
+    "RenditionView",
+    "VideoCard",
+    "choice_field",
+    "safe_next",
+    "text_field",
+    "video_card",
+    "video_renditions",
+]
+
+NOTICES: dict[str, str] = {
+    "channel-saved": "Channel saved.",
+    "channel-deleted": "Channel deleted with its stream keys.",
+    "key-revoked": "Stream key revoked: it no longer works, and a publisher live with it was"
+    " disconnected.",
+    "video-saved": "Video saved.",
+    "video-deleted": "Video deleted with every file of it.",
+    "video-retried": "Transcoding queued again.",
+    "uploaded": "Upload complete: the video is being transcoded.",
+    "user-saved": "Account saved.",
+    "stream-kicked": "Stream ended and its publisher disconnected.",
+    "job-retried": "Job queued again.",
+    "password-changed": "Password changed; your other sessions have ended.",
+}
+"""Messages shown after a redirect (`?msg=KEY`): a fixed set, so a link cannot make the site say
+anything else."""
+
+_NEXT = re.compile(r"^/(?![/\\])[^\s]*$")
+
+
+class FormError(RipplecastError):
+    """A submitted form is not acceptable; the message says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCard:
+    """A channel that is live now, on the home page."""
+
+    slug: str
+    title: str
+    viewers: int
+    uptime_seconds: float
+    resolution: str
+
+
+@dataclass(frozen=True, slots=True)
+class VideoCard:
+    """A video in a list."""
+
+    id: str
+    title: str
+    description: str
+    state: str
+    visibility: str
+    duration_seconds: float | None
+    poster: str
+    """The poster URL ('' when the video has no picture yet)."""
+    job_state: str
+    job_percent: int
+    error: str
+    source_name: str
+    source_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCard:
+    """A channel in search results or the dashboard."""
+
+    slug: str
+    title: str
+    description: str
+    visibility: str
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """A stream key as its owner sees it (never the key)."""
+
+    id: int
+    label: str
+    hint: str
+    created: str
+    last_used: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionView:
+    """One quality of a video, for the quality menu."""
+
+    name: str
+    width: int
+    height: int
+    bandwidth: int
+
+
+def _suffix(query: str) -> str:
+    return f"?{query}" if query else ""
+
+
+def _job_percent(job: Job | None, state: VideoState) -> int:
+    if state is VideoState.READY:
+        return 100
+    if job is None:
+        return 0
+    return round(min(max(job.progress, 0.0), 1.0) * 100)
+
+
+def video_card(video: Video, *, query: str = "", job: Job | None = None) -> VideoCard:
+    """The card of `video`; `query` (a signed grant) is added to its media URLs.
+
+    `job` is the video's job when the caller loaded it (reading `video.job` unloaded raises)."""
+    has_picture = video.state is VideoState.READY and video.width is not None
+    poster = f"/vod/{video.public_id}/poster.jpg{_suffix(query)}" if has_picture else ""
+    return VideoCard(
+        id=video.public_id,
+        title=video.title or video.public_id,
+        description=video.description,
+        state=video.state.value,
+        visibility=video.visibility.value,
+        duration_seconds=video.duration_seconds,
+        poster=poster,
+        job_state=job.state.value if job is not None else "",
+        job_percent=_job_percent(job, video.state),
+        error=video.error or (job.last_error or "" if job is not None else ""),
+        source_name=video.source_name,
+        source_bytes=video.source_bytes,
+    )
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def video_renditions(video: Video) -> list[RenditionView]:
+    """The renditions of a ready video, tallest first (as the ladder lists them)."""
+    views = [
+        RenditionView(
+            name=str(r.get("name", "")) or f"{_int(r.get('height'))}p",
+            width=_int(r.get("width")),
+            height=_int(r.get("height")),
+            bandwidth=_int(r.get("bandwidth")),
+        )
+        for r in (video.renditions or [])
+    ]
+    return sorted(views, key=lambda r: (r.height, r.bandwidth), reverse=True)
+
+
+def channel_card(channel: Channel, *, live: bool) -> ChannelCard:
+    """The card of `channel`."""
+    return ChannelCard(
+        slug=channel.slug,
+        title=channel.title or channel.slug,
+        description=channel.description,
+        visibility=channel.visibility.value,
+        live=live,
+    )
+
+
+def text_field(
+    form: Mapping[str, object],
+    name: str,
+    *,
+    label: str,
+    max_length: int,
+    required: bool = False,
+    strip: bool = True,
+) -> str:
+    """The text field `name` of a submitted form, checked.
+
+    Raises `FormError` when it is required and empty, too long, or holds a NUL character
+    (which PostgreSQL cannot store)."""
+    raw = form.get(name, "")
+    if not isinstance(raw, str):
+        raise FormError(f"{label}: expected text")
+    value = raw.strip() if strip else raw
+    if required and not value:
+        raise FormError(f"{label} is required.")
+    if len(value) > max_length:
+        raise FormError(f"{label} is longer than {max_length} characters.")
+    if "\x00" in value:
+        raise FormError(f"{label} must not contain NUL characters.")
+    return value
+
+
+def choice_field(form: Mapping[str, object], name: str, *, label: str, choices: set[str]) -> str:
+    """A field that must be one of `choices`; raises `FormError` otherwise."""
+    value = form.get(name, "")
+    if not isinstance(value, str) or value not in choices:
+        raise FormError(f"{label} must be one of: {', '.join(sorted(choices))}.")
+    return value
+
+
+VISIBILITIES = {v.value for v in Visibility}
+JOB_STATES = {s.value for s in JobState}
+
+
+def safe_next(target: str | None, default: str = "/dashboard") -> str:
+    """`target` if it is a path on this site (no scheme, host or `//`), else `default`: a login
+    form never sends anyone elsewhere."""
+    if target and len(target) <= 2000 and _NEXT.match(target):
+        return target
+    return default
