@@ -415,6 +415,26 @@ async def test_login_form_shows_the_rate_limit(make_node: NodeFactory) -> None:
             assert "rc_session" not in headers["set-cookie"]
 
 
+async def test_login_goes_back_to_a_page_of_this_site_only(make_node: NodeFactory) -> None:
+    async with make_node(**KEYS) as running:
+        password = await make_user(running.node, "ivan")
+        for target, expected in (
+            ("/dashboard/videos", "/dashboard/videos"),
+            ("/search?q=a+b", "/search?q=a+b"),
+            ("//evil.example/x", "/dashboard"),
+            ("/\\evil.example", "/dashboard"),
+            ("https://evil.example/", "/dashboard"),
+            ("javascript:alert(1)", "/dashboard"),
+        ):
+            async with Browser(running.http) as browser:
+                body = await browser.page("/login?next=" + quote(target))
+                assert f'name="next" value="{html.escape(expected)}"' in body, target
+                status, _, headers = await browser.post(
+                    "/login", {"username": "ivan", "password": password, "next": target}
+                )
+                assert status == 303 and headers["Location"] == expected, target
+
+
 async def test_change_password(make_node: NodeFactory) -> None:
     async with make_node(**KEYS) as running:
         browser = await signed_in(running, "paul")

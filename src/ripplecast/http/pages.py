@@ -25,7 +25,6 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -38,7 +37,7 @@ from ripplecast.accounts.logins import LoginRefused, Logins
 from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Principal, Scope, Via
 from ripplecast.accounts.service import AccountError, Accounts, Actor, Conflict, NotFound
 from ripplecast.config import Settings
-from ripplecast.db.models import Channel, Role, StreamKey, Video, VideoState, Visibility
+from ripplecast.db.models import Channel, Role, Video, VideoState, Visibility
 from ripplecast.http.api.streams import KICK_REASON, Publishers, describe_stream
 from ripplecast.http.api.videos import Signer
 from ripplecast.http.live import SESSION_COOKIE, Authorize, request_credentials, signed_params
@@ -59,11 +58,16 @@ from ripplecast.web.views import (
     VISIBILITIES,
     ChannelCard,
     FormError,
-    KeyRow,
     LiveCard,
+    LoginRequired,
+    PageError,
+    Redirect,
+    Visitor,
     channel_card,
     choice_field,
+    key_row,
     safe_next,
+    setting_text,
     text_field,
     video_card,
     video_renditions,
@@ -85,7 +89,7 @@ FIELD_MAX_BYTES = 64 * 1024
 UPLOAD_CHUNK = 256 * 1024
 _VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
-Handler = Callable[[web.Request, "Visitor"], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, Visitor], Awaitable[web.StreamResponse]]
 
 
 @runtime_checkable
@@ -94,65 +98,6 @@ class RtmpPort(Protocol):
 
     @property
     def port(self) -> int: ...
-
-
-class PageError(Exception):
-    """Answer with an error page: `status` and a message for the visitor."""
-
-    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-class LoginRequired(Exception):
-    """The page needs a signed-in visitor: answer with the login form, coming back after."""
-
-
-class Redirect(Exception):
-    """Answer 303 See Other to `location` (a path on this site)."""
-
-    def __init__(self, location: str) -> None:
-        super().__init__(location)
-        self.location = location
-
-
-@dataclass(frozen=True, slots=True)
-class Visitor:
-    """Who is asking, and the CSRF token their forms carry."""
-
-    principal: Principal | None
-    session_id: str
-    csrf_token: str
-    new_form_cookie: str = ""
-    """A pre-login cookie value to set with this answer ('' when none is needed)."""
-
-    @property
-    def user(self) -> Principal:
-        """The signed-in user; raises `LoginRequired` for anonymous visitors."""
-        if self.principal is None:
-            raise LoginRequired()
-        return self.principal
-
-    @property
-    def admin(self) -> bool:
-        return self.principal is not None and self.principal.role == Role.ADMIN
-
-    @property
-    def viewer(self) -> Viewer:
-        if self.principal is None:
-            return Viewer()
-        return Viewer(self.principal.user_id, admin=self.admin)
-
-    @property
-    def actor(self) -> Actor:
-        return Actor(self.user.user_id, admin=self.admin)
-
-    def owns(self, channel: Channel) -> bool:
-        return self.principal is not None and (
-            self.admin or channel.owner_id == self.principal.user_id
-        )
 
 
 class PageRoutes:
@@ -683,7 +628,7 @@ class PageRoutes:
             channels.append(
                 (
                     channel_card(row, live=self._is_live(row.slug)),
-                    [_key_row(k) for k in keys if k.revoked_at is None],
+                    [key_row(k) for k in keys if k.revoked_at is None],
                     sum(1 for k in keys if k.revoked_at is not None),
                 )
             )
@@ -1013,7 +958,7 @@ class PageRoutes:
             roles=[r.value for r in Role],
             streams=streams,
             jobs=jobs,
-            settings=[(name, _setting_text(value)) for name, value in settings],
+            settings=[(name, setting_text(value)) for name, value in settings],
             notice=notice,
             error=error,
         )
@@ -1070,25 +1015,6 @@ def _see_other(location: str) -> web.Response:
 def _str(form: Mapping[str, object], name: str) -> str:
     value = form.get(name, "")
     return value if isinstance(value, str) else ""
-
-
-def _key_row(key: StreamKey) -> KeyRow:
-    return KeyRow(
-        id=key.id,
-        label=key.label,
-        hint=key.hint,
-        created=key.created_at.strftime("%Y-%m-%d %H:%M UTC"),
-        last_used=key.last_used_at.strftime("%Y-%m-%d %H:%M UTC") if key.last_used_at else "",
-        revoked=key.revoked_at is not None,
-    )
-
-
-def _setting_text(value: object) -> str:
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return "" if value is None else str(value)
 
 
 async def _read_field(part: BodyPartReader) -> str:

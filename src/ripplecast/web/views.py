@@ -1,4 +1,5 @@
-"""What the templates show, built from the catalogue's rows; and the checks of submitted forms.
+"""What the templates show, built from the catalogue's rows; who the visitor is; the checks
+of submitted forms; and the answers a page handler raises (an error page, a redirect).
 
 Pure functions and frozen dataclasses: no HTTP, no database session, no clock. The page routes
 (`ripplecast.http.pages`) fetch rows and hand them here; templates read only these objects.
@@ -11,19 +12,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ripplecast.db.models import Channel, Job, JobState, Video, VideoState, Visibility
+from ripplecast.accounts.policy import Principal
+from ripplecast.accounts.service import Actor
+from ripplecast.db.models import (
+    Channel,
+    Job,
+    JobState,
+    Role,
+    StreamKey,
+    Video,
+    VideoState,
+    Visibility,
+)
 from ripplecast.errors import RipplecastError
+from ripplecast.vod.service import Viewer
 
 __all__ = [
     "NOTICES",
+    "VISIBILITIES",
     "ChannelCard",
     "FormError",
     "KeyRow",
     "LiveCard",
+    "LoginRequired",
+    "PageError",
+    "Redirect",
     "RenditionView",
     "VideoCard",
+    "Visitor",
+    "channel_card",
     "choice_field",
+    "key_row",
     "safe_next",
+    "setting_text",
     "text_field",
     "video_card",
     "video_renditions",
@@ -114,6 +135,65 @@ class RenditionView:
     width: int
     height: int
     bandwidth: int
+
+
+class PageError(RipplecastError):
+    """Answer with an error page: `status` and a message for the visitor."""
+
+    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class LoginRequired(RipplecastError):
+    """The page needs a signed-in visitor: answer with the login form, coming back after."""
+
+
+class Redirect(RipplecastError):
+    """Answer 303 See Other to `location` (a path on this site)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """Who is asking, and the CSRF token their forms carry."""
+
+    principal: Principal | None
+    session_id: str
+    csrf_token: str
+    new_form_cookie: str = ""
+    """A pre-login cookie value to set with this answer ('' when none is needed)."""
+
+    @property
+    def user(self) -> Principal:
+        """The signed-in user; raises `LoginRequired` for anonymous visitors."""
+        if self.principal is None:
+            raise LoginRequired()
+        return self.principal
+
+    @property
+    def admin(self) -> bool:
+        return self.principal is not None and self.principal.role == Role.ADMIN
+
+    @property
+    def viewer(self) -> Viewer:
+        if self.principal is None:
+            return Viewer()
+        return Viewer(self.principal.user_id, admin=self.admin)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.user.user_id, admin=self.admin)
+
+    def owns(self, channel: Channel) -> bool:
+        return self.principal is not None and (
+            self.admin or channel.owner_id == self.principal.user_id
+        )
 
 
 def _suffix(query: str) -> str:
@@ -226,3 +306,24 @@ def safe_next(target: str | None, default: str = "/dashboard") -> str:
     if target and len(target) <= 2000 and _NEXT.match(target):
         return target
     return default
+
+
+def key_row(key: StreamKey) -> KeyRow:
+    """How a stream key is listed: never the key, only its last characters."""
+    return KeyRow(
+        id=key.id,
+        label=key.label,
+        hint=key.hint,
+        created=key.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+        last_used=key.last_used_at.strftime("%Y-%m-%d %H:%M UTC") if key.last_used_at else "",
+        revoked=key.revoked_at is not None,
+    )
+
+
+def setting_text(value: object) -> str:
+    """A setting's value as one line of text (lists and tables joined)."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else str(value)

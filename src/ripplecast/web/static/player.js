@@ -34,7 +34,10 @@
     if (level.name) {
       return String(level.name);
     }
-    return Math.round(level.bitrate / 1000) + " kbit/s";
+    if (level.bitrate) {
+      return Math.round(level.bitrate / 1000) + " kbit/s";
+    }
+    return "Source";  // a live media playlist says nothing about its one rendition
   }
 
   function replaceOptions(select, options) {

@@ -160,7 +160,8 @@
             say("Uploaded. Transcoding: " + percent + " %");
             window.setTimeout(poll, 2000);
           } else {
-            status.textContent = video.state === "ready" ? "Ready: see " : "Transcoding failed: see ";
+            status.textContent = video.state === "ready"
+              ? "Uploaded and ready: see " : "Uploaded, but transcoding failed: see ";
             status.appendChild(link);
           }
         })
