@@ -219,8 +219,10 @@
           lazyLoad: false,
           autoCleanupSourceBuffer: true,
           liveBufferLatencyChasing: true,
-          liveBufferLatencyMaxLatency: 0.8,
-          liveBufferLatencyMinRemain: 0.2
+          // Catch up as soon as half a second is buffered: on a 1-2 s GOP a looser bound
+          // leaves the viewer up to a GOP behind, depending on when it joined.
+          liveBufferLatencyMaxLatency: 0.5,
+          liveBufferLatencyMinRemain: 0.1
         }
       );
       api.player = player;
