@@ -159,7 +159,16 @@ async def test_streams_report_codecs_rates_and_viewers(make_node: NodeFactory) -
                 }
                 assert info["ingest_bitrate"] > 10_000
                 assert info["uptime_seconds"] >= 2
-                assert info["viewers"] == {"total": 1, "http_flv": 1, "rtmp": 0}
+                assert info["viewers"] == {"total": 1, "http_flv": 1, "rtmp": 0, "hls": 0}
+                # Two HLS players (told apart by address and browser) and one reloading.
+                for agent in ("player-a", "player-b", "player-a"):
+                    async with http.get(
+                        f"{base}/live/cam/index.m3u8", headers={"User-Agent": agent}
+                    ) as response:
+                        assert response.status == 200
+                async with http.get(f"{base}/api/v1/streams/cam") as response:
+                    counted = (await response.json())["viewers"]
+                assert counted == {"total": 3, "http_flv": 1, "rtmp": 0, "hls": 2}
 
                 async with http.get(f"{base}/api/v1/streams/cam") as response:
                     assert response.status == 200

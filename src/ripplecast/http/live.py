@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import urlencode
@@ -221,6 +222,8 @@ class LiveRoutes:
     async def hls_playlist(self, request: web.Request) -> web.Response:
         """The live media playlist; waits for the first segment of a stream that just began."""
         packager = self._packager(await self._stream(request, Via.HLS))
+        client = f"{request.remote}|{request.headers.get('User-Agent', '')[:200]}"
+        packager.audience.seen(client, time.monotonic())
         if packager.playlist is None:
             wait = 2 * self.settings.hls_segment_seconds + 1
             with contextlib.suppress(TimeoutError):

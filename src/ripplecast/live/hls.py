@@ -91,6 +91,41 @@ def render_playlist(
     return "\n".join(lines).encode()
 
 
+class HlsAudience:
+    """Who has been fetching a stream's playlist lately: an estimate of its HLS viewers.
+
+    HLS has no connection to count; a player reloads the live playlist about once a target
+    duration, so a client seen within a few target durations is watching. Clients are told
+    apart by a key the caller chooses (address and user agent), so viewers behind one address
+    with the same browser count once. At most `max_clients` keys are kept."""
+
+    def __init__(self, window_seconds: float, *, max_clients: int = 100_000) -> None:
+        self._window = window_seconds
+        self._max = max_clients
+        self._seen: dict[str, float] = {}
+
+    def seen(self, client: str, now: float) -> None:
+        """`client` fetched the playlist at monotonic time `now`."""
+        self._seen.pop(client, None)
+        self._seen[client] = now  # insertion order is last-seen order
+        if len(self._seen) > self._max:
+            self._expire(now)
+            while len(self._seen) > self._max:
+                del self._seen[next(iter(self._seen))]
+
+    def count(self, now: float) -> int:
+        """Clients seen within the window before `now`."""
+        self._expire(now)
+        return len(self._seen)
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self._window
+        for client, when in list(self._seen.items()):
+            if when >= horizon:
+                break
+            del self._seen[client]
+
+
 class HlsPackager:
     """Packet listener that keeps a live HLS window for one stream (see module docstring)."""
 
@@ -127,6 +162,8 @@ class HlsPackager:
         self.ready = asyncio.Event()
         """Set once the first segment exists (a playlist request may wait for it)."""
         self.errors = 0
+        self.audience = HlsAudience(3 * settings.hls_segment_seconds + 2)
+        """Recent playlist readers, fed by the HTTP layer."""
 
     # --- what HTTP serves -----------------------------------------------------------------
 

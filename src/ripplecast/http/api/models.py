@@ -72,11 +72,17 @@ class AudioTrack(BaseModel):
 
 
 class Viewers(BaseModel):
-    """Viewers attached to the stream right now (HLS is served from memory: not counted)."""
+    """Viewers of the stream right now."""
 
     total: int = Field(ge=0)
     http_flv: int = Field(ge=0, description="HTTP-FLV viewers.")
     rtmp: int = Field(ge=0, description="RTMP players.")
+    hls: int = Field(
+        0,
+        ge=0,
+        description="HLS players that fetched the playlist in the last few segment durations"
+        " (an estimate: one address and browser count once).",
+    )
 
 
 class StreamInfo(BaseModel):

@@ -26,6 +26,7 @@ from ripplecast.http.api.models import (
 )
 from ripplecast.http.api.problems import ApiError
 from ripplecast.http.live import HTTP_FLV, request_credentials
+from ripplecast.live.hls import HlsPackager
 from ripplecast.live.names import InvalidStreamName, validate_stream_name
 from ripplecast.live.stream import LiveStream, StreamState
 from ripplecast.media.aac import parse_audio_specific_config
@@ -118,6 +119,11 @@ def describe_stream(stream: LiveStream, now: float) -> StreamInfo:
     stats = stream.stats
     http_flv = stream.readers_of(HTTP_FLV)
     total = stream.reader_count
+    hls = sum(
+        listener.audience.count(time.monotonic())
+        for listener in stream.listeners
+        if isinstance(listener, HlsPackager)
+    )
     return StreamInfo(
         name=stream.name,
         state="waiting" if stream.state is StreamState.WAITING else "live",
@@ -128,7 +134,7 @@ def describe_stream(stream: LiveStream, now: float) -> StreamInfo:
         audio=_audio(stream.audio_header),
         # The hub has two reader formats: HTTP-FLV (one shared format) and RTMP (one per
         # message stream id), so every reader that is not HTTP-FLV is an RTMP player.
-        viewers=Viewers(total=total, http_flv=http_flv, rtmp=total - http_flv),
+        viewers=Viewers(total=total + hls, http_flv=http_flv, rtmp=total - http_flv, hls=hls),
         publishes=stats.publishes,
     )
 
