@@ -329,11 +329,6 @@ async def test_too_many_failed_logins_show_the_rate_limit_message(
         assert "/login" in page.url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.css: `.badge {display: inline-block}` overrides the `hidden` attribute, so the"
-    " LIVE badge shows on an offline channel (the contract: hidden unless playing live)",
-)
 async def test_a_hidden_live_indicator_is_not_shown(make_node: NodeFactory, page: Page) -> None:
     async with make_node(publish_mode="keys") as running:
         await make_creator(running, "ivo")

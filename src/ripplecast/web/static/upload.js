@@ -112,6 +112,7 @@
       request.setRequestHeader("X-CSRF-Token", csrf);
       request.upload.onprogress = function (event) {
         show(offset + event.loaded, file.size);
+        say("Uploading: " + megabytes(offset + event.loaded) + " of " + megabytes(file.size));
       };
       request.onload = function () {
         if (request.status === 204) {
