@@ -2,7 +2,8 @@
 of submitted forms; and the answers a page handler raises (an error page, a redirect).
 
 Pure functions and frozen dataclasses: no HTTP, no database session, no clock. The page routes
-(`ripplecast.http.pages`) fetch rows and hand them here; templates read only these objects.
+(the `ripplecast.http.pages` package) fetch rows and hand them here; templates read only these
+objects.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from ripplecast.vod.service import Viewer
 
 __all__ = [
     "NOTICES",
+    "PASSWORD_MAX_LENGTH",
+    "SEARCH_MAX_LENGTH",
     "VISIBILITIES",
     "ChannelCard",
+    "Details",
     "FormError",
     "KeyRow",
     "LiveCard",
@@ -41,9 +45,15 @@ __all__ = [
     "VideoCard",
     "Visitor",
     "channel_card",
+    "channel_matches",
     "choice_field",
+    "details_fields",
     "key_row",
+    "notice_text",
+    "password_field",
+    "query_suffix",
     "safe_next",
+    "search_text",
     "setting_text",
     "text_field",
     "video_card",
@@ -66,6 +76,9 @@ NOTICES: dict[str, str] = {
 }
 """Messages shown after a redirect (`?msg=KEY`): a fixed set, so a link cannot make the site say
 anything else."""
+
+PASSWORD_MAX_LENGTH = 1024
+SEARCH_MAX_LENGTH = 200
 
 _NEXT = re.compile(r"^/(?![/\\])[^\s]*$")
 
@@ -196,8 +209,14 @@ class Visitor:
         )
 
 
-def _suffix(query: str) -> str:
+def query_suffix(query: str) -> str:
+    """`?query`, or '' when there is no query: what follows a media URL's path."""
     return f"?{query}" if query else ""
+
+
+def notice_text(code: str | None) -> str:
+    """The message for a redirect's `?msg=` code ('' for none or an unknown code)."""
+    return NOTICES.get(code or "", "")
 
 
 def _job_percent(job: Job | None, state: VideoState) -> int:
@@ -213,7 +232,7 @@ def video_card(video: Video, *, query: str = "", job: Job | None = None) -> Vide
 
     `job` is the video's job when the caller loaded it (reading `video.job` unloaded raises)."""
     has_picture = video.state is VideoState.READY and video.width is not None
-    poster = f"/vod/{video.public_id}/poster.jpg{_suffix(query)}" if has_picture else ""
+    poster = f"/vod/{video.public_id}/poster.jpg{query_suffix(query)}" if has_picture else ""
     return VideoCard(
         id=video.public_id,
         title=video.title or video.public_id,
@@ -296,8 +315,48 @@ def choice_field(form: Mapping[str, object], name: str, *, label: str, choices: 
     return value
 
 
+def password_field(
+    form: Mapping[str, object], name: str, *, label: str, required: bool = False
+) -> str:
+    """A password field: kept exactly as typed (never stripped), at most `PASSWORD_MAX_LENGTH`
+    characters; raises `FormError` as `text_field` does."""
+    return text_field(
+        form, name, label=label, max_length=PASSWORD_MAX_LENGTH, required=required, strip=False
+    )
+
+
 VISIBILITIES = {v.value for v in Visibility}
 JOB_STATES = {s.value for s in JobState}
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What a creator says about a channel or a video."""
+
+    title: str
+    description: str
+    visibility: Visibility
+
+
+def details_fields(form: Mapping[str, object]) -> Details:
+    """The title, description and visibility fields of a channel or video form, checked in that
+    order; raises `FormError` for the first that is not acceptable."""
+    title = text_field(form, "title", label="Title", max_length=200)
+    description = text_field(form, "description", label="Description", max_length=5000)
+    visibility = choice_field(form, "visibility", label="Visibility", choices=VISIBILITIES)
+    return Details(title, description, Visibility(visibility))
+
+
+def search_text(raw: str) -> str:
+    """What a search looks for: the query without NUL characters or surrounding blanks, cut to
+    `SEARCH_MAX_LENGTH` characters ('' means no search)."""
+    return raw.replace("\x00", "").strip()[:SEARCH_MAX_LENGTH]
+
+
+def channel_matches(channel: Channel, text: str) -> bool:
+    """True if `text` occurs in the channel's title or name, ignoring case."""
+    needle = text.casefold()
+    return needle in channel.title.casefold() or needle in channel.slug.casefold()
 
 
 def safe_next(target: str | None, default: str = "/dashboard") -> str:
