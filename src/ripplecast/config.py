@@ -222,6 +222,13 @@ class Settings(BaseSettings):
     http_max_viewers: int = Field(10_000, ge=1, description="Most HTTP-FLV viewers at once.")
     shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to close cleanly on SIGTERM.")
 
+    web_vendor_dir: Path | None = Field(
+        None,
+        description="Folder holding the player libraries installed from npm (node_modules with"
+        " hls.js and mpegts.js). Empty: web/node_modules of the source tree, where"
+        " `make` installs them.",
+    )
+
     # --- webhooks ------------------------------------------------------------------------
     webhooks_enabled: bool = Field(
         True, description="Deliver events to the webhooks users register."

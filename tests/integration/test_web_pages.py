@@ -185,6 +185,22 @@ async def test_player_libraries_come_from_npm(make_node: NodeFactory) -> None:
         assert status == 200 and "mpegts" in body
 
 
+async def test_the_player_libraries_folder_is_a_setting(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    vendor = tmp_path / "elsewhere" / "node_modules"
+    (vendor / "hls.js" / "dist").mkdir(parents=True)
+    (vendor / "hls.js" / "dist" / "hls.min.js").write_text("/* an installed copy */")
+    async with (
+        make_node(**KEYS, web_vendor_dir=vendor) as running,
+        Browser(running.http) as browser,
+    ):
+        status, body, _ = await browser.get("/static/vendor/hls.min.js")
+        assert status == 200 and body == "/* an installed copy */"
+        status, _, _ = await browser.get("/static/vendor/mpegts.js")
+        assert status == 404  # not in that folder
+
+
 async def test_register_login_create_channel_key_shown_once(make_node: NodeFactory) -> None:
     require_program("ffmpeg")
     async with make_node(**KEYS) as running, Browser(running.http) as browser:

@@ -96,6 +96,7 @@ def create_app(
             signer=vod[3] if vod is not None else None,
             publishers=publishers,
             rtmp_port=rtmp_port,
+            vendor_dir=settings.web_vendor_dir,
         ).register(app)
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app
