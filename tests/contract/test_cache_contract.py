@@ -23,7 +23,9 @@ from ripplecast.cache import (
     MemoryCache,
     RateCount,
     RedisCache,
+    fenced_value,
     open_cache,
+    parse_fenced_value,
 )
 from ripplecast.errors import UsageError
 from support import REQUIRE_SERVICES
@@ -233,6 +235,178 @@ async def test_closed_cache_refuses_use(make_cache: CacheFactory) -> None:
         await cache.get("k")
 
 
+async def test_compare_and_expire_renews_only_the_matching_value(cache: Cache) -> None:
+    await cache.set("lock", b"mine", ttl=10)
+    assert await cache.compare_and_expire("lock", b"theirs", 30) is False
+    remaining = await cache.ttl("lock")
+    assert remaining is not None and remaining <= 10
+    assert await cache.compare_and_expire("lock", b"mine", 30) is True
+    remaining = await cache.ttl("lock")
+    assert remaining is not None and 29 < remaining <= 30
+    assert await cache.compare_and_expire("missing", b"mine", 30) is False
+    assert await cache.get("missing") is None
+    with pytest.raises(UsageError):
+        await cache.compare_and_expire("lock", b"mine", 0)
+
+
+async def test_get_many_reads_values_in_order(cache: Cache) -> None:
+    assert await cache.get_many([]) == []
+    await cache.set("a", b"1", ttl=None)
+    await cache.set("c", b"\x00three", ttl=10)
+    assert await cache.get_many(["a", "b", "c", "a"]) == [b"1", None, b"\x00three", b"1"]
+
+
+# -- fenced locks ------------------------------------------------------------------------------
+
+
+async def test_acquire_fenced_gives_increasing_tokens(cache: Cache) -> None:
+    first = await cache.acquire_fenced("lock", b"node-a", ttl=10, counter="fence", counter_ttl=60)
+    assert first == 1
+    assert await cache.get("lock") == fenced_value(1, b"node-a") == b"1 node-a"
+    assert parse_fenced_value(b"1 node-a") == (1, b"node-a")
+    # held: a second acquisition changes nothing, not even the counter
+    taken = await cache.acquire_fenced("lock", b"node-b", ttl=10, counter="fence", counter_ttl=60)
+    assert taken is None
+    assert await cache.get("fence") == b"1"
+    assert await cache.compare_and_delete("lock", fenced_value(1, b"node-a")) is True
+    second = await cache.acquire_fenced("lock", b"node-b", ttl=10, counter="fence", counter_ttl=60)
+    assert second == 2
+    assert await cache.get("lock") == b"2 node-b"
+    remaining = await cache.ttl("fence")
+    assert remaining is not None and 59 < remaining <= 60
+
+
+async def test_acquire_fenced_after_expiry_gets_a_larger_token(cache: Cache) -> None:
+    assert await cache.acquire_fenced("lock", b"a", ttl=0.2, counter="fence", counter_ttl=60) == 1
+    await eventually(lambda: _is_missing(cache, "lock"))
+    assert await cache.acquire_fenced("lock", b"b", ttl=10, counter="fence", counter_ttl=60) == 2
+    # the old holder can neither renew nor release the new holder's lock
+    assert await cache.compare_and_expire("lock", fenced_value(1, b"a"), 10) is False
+    assert await cache.compare_and_delete("lock", fenced_value(1, b"a")) is False
+    assert await cache.get("lock") == b"2 b"
+
+
+async def test_acquire_fenced_concurrently_has_one_winner(make_cache: CacheFactory) -> None:
+    first = await make_cache()
+    if isinstance(first, MemoryCache):  # one process: its tasks share one cache
+        others = [first] * 3
+    else:  # separate clients (connections) racing on one Redis, as separate nodes would
+        others = [await make_cache(prefix=first.prefix) for _ in range(3)]
+    caches = [first, *others] * 5
+    tokens = await asyncio.gather(
+        *(
+            cache.acquire_fenced("lock", b"%d" % i, ttl=10, counter="fence", counter_ttl=60)
+            for i, cache in enumerate(caches)
+        )
+    )
+    winners = [i for i, token in enumerate(tokens) if token is not None]
+    assert len(winners) == 1 and tokens[winners[0]] == 1
+    assert await first.get("lock") == fenced_value(1, b"%d" % winners[0])
+    assert await first.get("fence") == b"1"
+
+
+async def test_acquire_fenced_with_a_non_counter_is_a_cache_error(cache: Cache) -> None:
+    await cache.set("fence", b"not a number", ttl=None)
+    with pytest.raises(CacheError):
+        await cache.acquire_fenced("lock", b"a", ttl=10, counter="fence", counter_ttl=60)
+    assert await cache.get("lock") is None
+    with pytest.raises(UsageError):
+        await cache.acquire_fenced("lock", b"a", ttl=10, counter="other", counter_ttl=0)
+
+
+def test_parse_fenced_value_refuses_other_values() -> None:
+    for value in (b"", b"7", b"x 7", b"-1 a", b" 1 a", b"99999999999999999999 a"):
+        assert parse_fenced_value(value) is None
+    assert parse_fenced_value(b"12 owner with spaces") == (12, b"owner with spaces")
+
+
+# -- indexes -----------------------------------------------------------------------------------
+
+
+async def test_index_add_list_remove(cache: Cache) -> None:
+    assert await cache.index_members("nodes", limit=10) == []
+    for member in ("b", "a", "c"):
+        assert await cache.index_add("nodes", member, ttl=10, max_members=10) is True
+    assert await cache.index_add("nodes", "a", ttl=10, max_members=10) is True  # refresh
+    assert await cache.index_members("nodes", limit=10) == ["a", "b", "c"]
+    assert len(await cache.index_members("nodes", limit=2)) == 2
+    assert await cache.index_remove("nodes", "b") is True
+    assert await cache.index_remove("nodes", "b") is False
+    assert await cache.index_members("nodes", limit=10) == ["a", "c"]
+    assert await cache.index_remove("nodes", "a") is True
+    assert await cache.index_remove("nodes", "c") is True
+    assert await cache.ttl("nodes") is None  # the empty index is gone
+
+
+async def test_index_members_expire_one_by_one(cache: Cache) -> None:
+    await cache.index_add("nodes", "short", ttl=0.5, max_members=10)
+    await cache.index_add("nodes", "long", ttl=30, max_members=10)
+    assert await cache.index_members("nodes", limit=10) == ["long", "short"]
+    took = await eventually(lambda: _members_are(cache, "nodes", ["long"]))
+    assert took >= 0.3
+    assert await cache.index_remove("nodes", "short") is False
+    remaining = await cache.ttl("nodes")  # the index lives as long as its last member
+    assert remaining is not None and 29 < remaining <= 30
+    # a refresh keeps a member past its first TTL
+    await cache.index_add("nodes", "kept", ttl=1, max_members=10)
+    for _ in range(3):
+        await asyncio.sleep(0.4)
+        assert await cache.index_add("nodes", "kept", ttl=1, max_members=10) is True
+    assert await cache.index_members("nodes", limit=10) == ["kept", "long"]
+
+
+async def test_index_expires_with_its_last_member(cache: Cache) -> None:
+    await cache.index_add("nodes", "a", ttl=0.5, max_members=10)
+    remaining = await cache.ttl("nodes")
+    assert remaining is not None and remaining <= 0.5
+    await eventually(lambda: _members_are(cache, "nodes", []))
+    await eventually(lambda: _ttl_is_none(cache, "nodes"))
+
+
+async def test_index_is_bounded(cache: Cache) -> None:
+    assert await cache.index_add("nodes", "a", ttl=1, max_members=2) is True
+    assert await cache.index_add("nodes", "b", ttl=30, max_members=2) is True
+    assert await cache.index_add("nodes", "c", ttl=30, max_members=2) is False
+    assert await cache.index_add("nodes", "a", ttl=1, max_members=2) is True  # a refresh fits
+    assert await cache.index_members("nodes", limit=10) == ["a", "b"]
+    # an expired member makes room
+    await eventually(lambda: cache.index_add("nodes", "c", ttl=30, max_members=2))
+    assert await cache.index_members("nodes", limit=10) == ["b", "c"]
+    with pytest.raises(UsageError):
+        await cache.index_add("nodes", "d", ttl=30, max_members=0)
+    with pytest.raises(UsageError):
+        await cache.index_members("nodes", limit=0)
+
+
+async def test_index_concurrent_adds_respect_the_bound(cache: Cache) -> None:
+    results = await asyncio.gather(
+        *(cache.index_add("nodes", f"n{i:02}", ttl=10, max_members=5) for i in range(30))
+    )
+    assert results.count(True) == 5
+    assert len(await cache.index_members("nodes", limit=100)) == 5
+
+
+async def test_index_and_value_keys_do_not_mix(cache: Cache) -> None:
+    await cache.index_add("nodes", "a", ttl=10, max_members=10)
+    await cache.set("value", b"v", ttl=None)
+    with pytest.raises(CacheError):
+        await cache.get("nodes")
+    with pytest.raises(CacheError):
+        await cache.index_add("value", "a", ttl=10, max_members=10)
+    with pytest.raises(CacheError):
+        await cache.index_members("value", limit=10)
+    assert await cache.get_many(["nodes", "value"]) == [None, b"v"]
+    assert await cache.index_members("nodes", limit=10) == ["a"]
+
+
+async def _members_are(cache: Cache, index: str, expected: list[str]) -> bool:
+    return await cache.index_members(index, limit=100) == expected
+
+
+async def _ttl_is_none(cache: Cache, key: str) -> bool:
+    return await cache.ttl(key) is None
+
+
 # -- rate counters ----------------------------------------------------------------------------
 
 
@@ -387,6 +561,27 @@ async def test_memory_expiry_is_exact_with_a_fake_clock() -> None:
     assert await cache.get("k") is None
     clock.now += 8
     assert await cache.incr_window("n", window=10) == RateCount(1, 10.0)
+    await cache.close()
+
+
+async def test_memory_index_expiry_is_exact_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    cache = MemoryCache(clock=clock)
+    await cache.index_add("nodes", "a", ttl=2, max_members=10)
+    await cache.index_add("nodes", "b", ttl=5, max_members=10)
+    assert await cache.ttl("nodes") == pytest.approx(5)
+    clock.now += 1.999
+    assert await cache.index_members("nodes", limit=10) == ["a", "b"]
+    clock.now += 0.001
+    assert await cache.index_members("nodes", limit=10) == ["b"]
+    assert await cache.index_remove("nodes", "b") is True
+    assert len(cache) == 0
+    assert await cache.acquire_fenced("lock", b"a", ttl=1, counter="f", counter_ttl=3) == 1
+    clock.now += 1
+    assert await cache.acquire_fenced("lock", b"b", ttl=1, counter="f", counter_ttl=3) == 2
+    clock.now += 3
+    # the counter lapsed with no acquisition for counter_ttl: tokens start again
+    assert await cache.acquire_fenced("lock", b"c", ttl=1, counter="f", counter_ttl=3) == 1
     await cache.close()
 
 

@@ -16,6 +16,8 @@ from ripplecast.cache.base import (
     CacheUnavailable,
     RateCount,
     Subscription,
+    fenced_value,
+    parse_fenced_value,
 )
 from ripplecast.cache.memory import DEFAULT_MAX_ENTRIES, MemoryCache
 from ripplecast.cache.redis import DEFAULT_MAX_QUEUED_MESSAGES, RedisCache, redact_url
@@ -28,7 +30,9 @@ __all__ = [
     "RateCount",
     "RedisCache",
     "Subscription",
+    "fenced_value",
     "open_cache",
+    "parse_fenced_value",
 ]
 
 

@@ -5,8 +5,13 @@ It owns a dict of entries with optional expiry times and the subscribers of each
 Invariants:
 
 - Every method runs without awaiting anything before its result is decided, so on one event
-  loop each operation is atomic (that is what makes `pop`, `set_if_absent`, `incr_window` and
-  `compare_and_delete` race-free). The cache is bound to one event loop and one thread.
+  loop each operation is atomic (that is what makes `pop`, `set_if_absent`, `incr_window`,
+  `compare_and_delete` and `acquire_fenced` race-free). The cache is bound to one event loop and
+  one thread.
+- An index is an entry whose value is a dict of member -> expiry time (the injected clock) and
+  whose own expiry is its last member's; it counts as one entry towards `max_entries`. Expired
+  members are dropped whenever the index is read or written, so it holds at most `max_members`
+  (as given by the last `index_add`) plus those expired since.
 - Expiry is lazy (a read of an expired key deletes it) plus a bounded sweep of at most
   `SWEEP_BATCH` expired entries on every write, taken from a min-heap of expiry times, so no
   background task is needed and the clock can be injected (`clock`, monotonic seconds).
@@ -24,10 +29,17 @@ import contextlib
 import heapq
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from ripplecast.cache.base import CacheError, RateCount, Subscription, check_ttl
+from ripplecast.cache.base import (
+    CacheError,
+    RateCount,
+    Subscription,
+    check_limit,
+    check_ttl,
+    fenced_value,
+)
 from ripplecast.cache.inbox import Inbox
 from ripplecast.errors import UsageError
 
@@ -39,9 +51,13 @@ SWEEP_BATCH = 64
 """Most heap items examined by the sweep that runs on each write (bounds its latency)."""
 
 
+_Members = dict[str, float]
+"""An index's members and the clock time at which each expires."""
+
+
 @dataclass(slots=True)
 class _Entry:
-    value: bytes
+    value: bytes | _Members
     expires_at: float | None
     seq: int
     """Matches the heap item that stands for this entry's current expiry; others are stale."""
@@ -90,7 +106,7 @@ class MemoryCache:
 
     async def get(self, key: str) -> bytes | None:
         entry = self._live(key)
-        return None if entry is None else entry.value
+        return None if entry is None else _bytes_of(entry, key)
 
     async def set(self, key: str, value: bytes, *, ttl: float | None) -> None:
         self._put(key, value, self._expiry(ttl))
@@ -112,8 +128,9 @@ class MemoryCache:
         entry = self._live(key)
         if entry is None:
             return None
+        value = _bytes_of(entry, key)
         del self._data[self._prefix + key]
-        return entry.value
+        return value
 
     async def expire(self, key: str, ttl: float) -> bool:
         expires_at = self._expiry(ttl)
@@ -138,10 +155,7 @@ class MemoryCache:
         if entry is None:
             self._put(key, b"1", expires_at)
             return RateCount(1, expires_at - self._clock())
-        try:
-            count = int(entry.value) + 1
-        except ValueError:
-            raise CacheError(f"cache key {key!r} does not hold an integer counter") from None
+        count = _counter_of(entry, key) + 1
         entry.value = str(count).encode()
         if entry.expires_at is None:
             self._set_expiry(self._prefix + key, entry, expires_at)
@@ -150,9 +164,76 @@ class MemoryCache:
 
     async def compare_and_delete(self, key: str, value: bytes) -> bool:
         entry = self._live(key)
-        if entry is None or entry.value != value:
+        if entry is None or _bytes_of(entry, key) != value:
             return False
         del self._data[self._prefix + key]
+        return True
+
+    async def compare_and_expire(self, key: str, value: bytes, ttl: float) -> bool:
+        expires_at = self._expiry(ttl)
+        entry = self._live(key)
+        if entry is None or _bytes_of(entry, key) != value:
+            return False
+        self._set_expiry(self._prefix + key, entry, expires_at)
+        return True
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        values: list[bytes | None] = []
+        for key in keys:
+            entry = self._live(key)
+            values.append(
+                entry.value if entry is not None and isinstance(entry.value, bytes) else None
+            )
+        return values
+
+    async def acquire_fenced(
+        self, key: str, owner: bytes, *, ttl: float, counter: str, counter_ttl: float
+    ) -> int | None:
+        expires_at = self._expiry(ttl)
+        counter_expires_at = self._expiry(counter_ttl)
+        if self._live(key) is not None:
+            return None
+        entry = self._live(counter)
+        token = 1 if entry is None else _counter_of(entry, counter) + 1
+        self._put(counter, str(token).encode(), counter_expires_at)
+        self._put(key, fenced_value(token, owner), expires_at)
+        return token
+
+    # -- indexes -----------------------------------------------------------------------------
+
+    async def index_add(self, index: str, member: str, *, ttl: float, max_members: int) -> bool:
+        check_limit("max_members", max_members)
+        expires_at = self._expiry(ttl)
+        assert expires_at is not None
+        entry = self._live(index)
+        members = {} if entry is None else self._live_members(entry, index)
+        if member not in members and len(members) >= max_members:
+            return False
+        members[member] = expires_at
+        if entry is None:
+            self._put(index, members, expires_at)
+        else:
+            self._set_expiry(self._prefix + index, entry, max(members.values()))
+        return True
+
+    async def index_members(self, index: str, *, limit: int) -> list[str]:
+        check_limit("limit", limit)
+        entry = self._live(index)
+        if entry is None:
+            return []
+        return sorted(self._live_members(entry, index))[:limit]
+
+    async def index_remove(self, index: str, member: str) -> bool:
+        entry = self._live(index)
+        if entry is None:
+            return False
+        members = self._live_members(entry, index)
+        if members.pop(member, None) is None:
+            return False
+        if members:
+            self._set_expiry(self._prefix + index, entry, max(members.values()))
+        else:
+            del self._data[self._prefix + index]
         return True
 
     # -- pub/sub -----------------------------------------------------------------------------
@@ -213,7 +294,17 @@ class MemoryCache:
             return None
         return entry
 
-    def _put(self, key: str, value: bytes, expires_at: float | None) -> None:
+    def _live_members(self, entry: _Entry, index: str) -> _Members:
+        """The members of the index `entry` (of key `index`), with expired ones dropped."""
+        if not isinstance(entry.value, dict):
+            raise CacheError(f"cache key {index!r} holds a value, not an index")
+        now = self._clock()
+        expired = [member for member, expires_at in entry.value.items() if expires_at <= now]
+        for member in expired:
+            del entry.value[member]
+        return entry.value
+
+    def _put(self, key: str, value: bytes | _Members, expires_at: float | None) -> None:
         name = self._prefix + key
         self._sweep()
         if self._data.pop(name, None) is None:
@@ -264,3 +355,18 @@ class MemoryCache:
                 return
         del self._data[next(iter(self._data))]
         self.evictions += 1
+
+
+def _bytes_of(entry: _Entry, key: str) -> bytes:
+    """The value of a plain entry; `CacheError` for an index (as Redis answers WRONGTYPE)."""
+    if not isinstance(entry.value, bytes):
+        raise CacheError(f"cache key {key!r} holds an index, not a value")
+    return entry.value
+
+
+def _counter_of(entry: _Entry, key: str) -> int:
+    """The integer a counter entry holds; `CacheError` if it holds anything else."""
+    try:
+        return int(_bytes_of(entry, key))
+    except ValueError:
+        raise CacheError(f"cache key {key!r} does not hold an integer counter") from None

@@ -8,8 +8,12 @@ Invariants:
 - Every key and channel name sent to Redis is `prefix + name`; nothing outside the prefix is
   read or written.
 - Multi-step operations are single Redis commands or Lua scripts, hence atomic across nodes:
-  `pop` is GETDEL (Redis >= 6.2), `set_if_absent` is SET NX PX, `incr_window` and
-  `compare_and_delete` are scripts. TTLs are sent in milliseconds (PX / PEXPIRE).
+  `pop` is GETDEL (Redis >= 6.2), `set_if_absent` is SET NX PX, `get_many` is MGET,
+  `incr_window`, `compare_and_delete`, `compare_and_expire`, `acquire_fenced` and the index
+  operations are scripts. TTLs are sent in milliseconds (PX / PEXPIRE).
+- An index is a sorted set scored by each member's expiry in Unix milliseconds of the Redis
+  server's clock (TIME, read inside the scripts), so no node's clock matters; the key's own
+  expiry (PEXPIREAT) is its last member's.
 - No redis-py exception escapes: connection failures and timeouts become `CacheUnavailable`
   (naming the server, password removed), other server errors `CacheError`. Nothing connects
   before first use, so a wrong address is reported by the first operation.
@@ -25,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +46,7 @@ from ripplecast.cache.base import (
     CacheUnavailable,
     RateCount,
     Subscription,
+    check_limit,
     check_ttl,
 )
 from ripplecast.cache.inbox import Inbox
@@ -73,6 +78,82 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+_COMPARE_AND_EXPIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lock, counter. ARGV: owner, lock TTL ms, counter TTL ms. Returns the token or nil.
+# The format of the value is `fenced_value` in base.py.
+_ACQUIRE_FENCED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], string.format('%d ', token) .. ARGV[1], 'PX', ARGV[2])
+return token
+"""
+
+# The server's clock in Unix milliseconds: the time base of every index member's expiry.
+_NOW_MS = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# The index key expires with its last member (none left: nothing to do, ZREM deleted the key).
+_EXPIRE_WITH_LAST_MEMBER = """
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(last[2])))
+end
+"""
+
+# KEYS: index. ARGV: member, TTL ms, max members. Returns 1 if added or refreshed, else 0.
+_INDEX_ADD = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+"""
+    + _EXPIRE_WITH_LAST_MEMBER
+    + "return 1\n"
+)
+
+# KEYS: index. ARGV: limit. Live members are those whose expiry is still ahead.
+_INDEX_MEMBERS = (
+    _NOW_MS
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now), '+inf',
+                  'LIMIT', 0, ARGV[1])
+"""
+)
+
+# KEYS: index. ARGV: member. Returns 1 if it was a live member, else 0.
+_INDEX_REMOVE = (
+    _NOW_MS
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+    + _EXPIRE_WITH_LAST_MEMBER
+    + """
+if tonumber(score) > now then
+  return 1
+end
+return 0
+"""
+)
 
 
 def redact_url(url: str) -> str:
@@ -171,6 +252,11 @@ class RedisCache:
         )
         self._incr_window = self._client.register_script(_INCR_WINDOW)
         self._compare_and_delete = self._client.register_script(_COMPARE_AND_DELETE)
+        self._compare_and_expire = self._client.register_script(_COMPARE_AND_EXPIRE)
+        self._acquire_fenced = self._client.register_script(_ACQUIRE_FENCED)
+        self._index_add = self._client.register_script(_INDEX_ADD)
+        self._index_members = self._client.register_script(_INDEX_MEMBERS)
+        self._index_remove = self._client.register_script(_INDEX_REMOVE)
         self._subscriptions: set[_RedisSubscription] = set()
         self._closed = False
         self.dropped_messages = 0
@@ -247,6 +333,52 @@ class RedisCache:
     async def compare_and_delete(self, key: str, value: bytes) -> bool:
         with self.translate(f"compare and delete {key!r}"):
             removed: Any = await self._compare_and_delete(keys=[self._prefix + key], args=[value])
+        return int(removed) > 0
+
+    async def compare_and_expire(self, key: str, value: bytes, ttl: float) -> bool:
+        px = check_ttl(ttl)
+        with self.translate(f"compare and expire {key!r}"):
+            done: Any = await self._compare_and_expire(keys=[self._prefix + key], args=[value, px])
+        return int(done) > 0
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with self.translate(f"get {len(keys)} keys"):
+            values = await self._client.mget([self._prefix + key for key in keys])
+        return cast("list[bytes | None]", values)  # decode_responses=False: never str
+
+    async def acquire_fenced(
+        self, key: str, owner: bytes, *, ttl: float, counter: str, counter_ttl: float
+    ) -> int | None:
+        px = check_ttl(ttl)
+        counter_px = check_ttl(counter_ttl)
+        with self.translate(f"acquire the fenced lock {key!r}"):
+            token: Any = await self._acquire_fenced(
+                keys=[self._prefix + key, self._prefix + counter], args=[owner, px, counter_px]
+            )
+        return None if token is None else int(token)
+
+    # -- indexes -----------------------------------------------------------------------------
+
+    async def index_add(self, index: str, member: str, *, ttl: float, max_members: int) -> bool:
+        check_limit("max_members", max_members)
+        px = check_ttl(ttl)
+        with self.translate(f"add {member!r} to the index {index!r}"):
+            added: Any = await self._index_add(
+                keys=[self._prefix + index], args=[member, px, max_members]
+            )
+        return int(added) > 0
+
+    async def index_members(self, index: str, *, limit: int) -> list[str]:
+        check_limit("limit", limit)
+        with self.translate(f"list the index {index!r}"):
+            members: Any = await self._index_members(keys=[self._prefix + index], args=[limit])
+        return sorted(bytes(member).decode() for member in members)
+
+    async def index_remove(self, index: str, member: str) -> bool:
+        with self.translate(f"remove {member!r} from the index {index!r}"):
+            removed: Any = await self._index_remove(keys=[self._prefix + index], args=[member])
         return int(removed) > 0
 
     # -- pub/sub -----------------------------------------------------------------------------
