@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,26 @@ async def test_mysql_scheme_on_mariadb_gives_the_same_schema(db_url: str) -> Non
         await engine.dispose()
     assert charsets == {"utf8mb4"}
     assert {"ck_users_role", "ck_channels_visibility", "ck_channels_slug"} <= checks
+
+
+async def test_sqlite_writers_wait_for_each_other_instead_of_failing(tmp_path: Path) -> None:
+    """A transaction that reads and then writes, while another connection writes: on SQLite
+    in WAL mode a deferred transaction would fail at once with "database is locked"."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'rc.db'}"
+    await upgrade(url)
+    async with Database(url) as first, Database(url) as second:
+
+        async def other_writer() -> None:
+            async with second.transaction() as session:
+                session.add(User(username="bob", password_hash="x"))
+
+        async with first.transaction() as session:
+            await session.execute(select(func.count(User.id)))  # a read first
+            writer = asyncio.create_task(other_writer())
+            await asyncio.sleep(0.3)  # the other connection tries to write meanwhile
+            assert not writer.done()  # it waits for our lock
+            session.add(User(username="ann", password_hash="x"))
+        await asyncio.wait_for(writer, 10)
+        async with first.session() as session:
+            names = (await session.execute(select(User.username))).scalars().all()
+        assert sorted(names) == ["ann", "bob"]

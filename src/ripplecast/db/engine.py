@@ -105,8 +105,16 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
         cursor.close()
 
 
+SQLITE_WRITE = "ripplecast_sqlite_write"
+"""Execution option: begin this SQLite transaction with the write lock (`BEGIN IMMEDIATE`)."""
+
+
 def _sqlite_on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A deferred transaction that reads, then writes, must upgrade its lock; in WAL mode that
+    # fails at once ("database is locked", no busy wait) when another connection wrote since
+    # the read. Transactions that will write take the lock up front and wait their turn.
+    write = connection.get_execution_options().get(SQLITE_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def _mysql_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -208,6 +216,10 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside a transaction begun now: committed on success, rolled back on error."""
+        """A session inside a transaction begun now: committed on success, rolled back on error.
+
+        On SQLite it holds the write lock from the start (see `_sqlite_on_begin`)."""
         async with self.session() as session, session.begin():
+            if self.engine.dialect.name == "sqlite":
+                await session.connection(execution_options={SQLITE_WRITE: True})
             yield session
