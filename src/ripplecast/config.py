@@ -29,6 +29,7 @@ SECRET_FIELDS = frozenset(
         "admission_webhook_secret",
         "storage_url",
         "s3_secret_access_key",
+        "cluster_secret",
     }
 )
 """Fields that are or may contain credentials and must never be printed or logged whole."""
@@ -38,6 +39,21 @@ LADDER_RUNG = re.compile(r"^[1-9][0-9]{1,3}:[1-9][0-9]{0,5}k:[1-9][0-9]{0,3}k$")
 
 STREAM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 """What a stream name may look like: no slashes, no dots first (so no `..`), no controls."""
+
+
+class NodeRole(StrEnum):
+    """What one node of a cluster does (`ripplecast serve --role`)."""
+
+    ALL = "all"
+    """Everything in one process: the single-box default."""
+    ORIGIN = "origin"
+    """Accepts publishers over RTMP, owns their streams and packages them."""
+    EDGE = "edge"
+    """Pulls live streams from their origins and VOD files from storage, serves viewers."""
+    WORKER = "worker"
+    """Runs transcoding jobs only."""
+    WEB = "web"
+    """Pages, REST API, uploads and the redirect to the least-loaded edge."""
 
 
 class PublishMode(StrEnum):
@@ -379,6 +395,104 @@ class Settings(BaseSettings):
     )
     job_timeout_seconds: float = Field(
         6 * 3600, gt=0, description="A transcode running longer than this is stopped and failed."
+    )
+
+    # --- cluster ---------------------------------------------------------------------------
+    role: NodeRole = Field(
+        NodeRole.ALL,
+        description="What this node does: all (single box), origin, edge, worker or web.",
+    )
+    cluster_node_id: str = Field(
+        "",
+        max_length=64,
+        description="This node's id in the cluster registry. Empty: ROLE-HOSTNAME-PID.",
+    )
+    cluster_secret: SecretStr | None = Field(
+        None,
+        description="Authenticates pulls between nodes (an edge reading an origin). Empty:"
+        " derived from secret_key. Every node of a cluster needs the same one.",
+    )
+    cluster_internal_http_url: str = Field(
+        "",
+        description="Where other nodes reach this node's HTTP server (http://10.0.0.5:8080)."
+        " Empty: http://127.0.0.1:HTTP_PORT, right for a cluster on one machine only.",
+    )
+    cluster_public_http_url: str = Field(
+        "",
+        description="Where viewers reach this node over HTTP (what the redirect endpoint sends"
+        " them to). Empty: http://PUBLIC_HOST:HTTP_PORT.",
+    )
+    cluster_public_rtmp_url: str = Field(
+        "", description="Where players reach this node over RTMP. Empty: rtmp://PUBLIC_HOST:PORT."
+    )
+    cluster_node_ttl_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=300,
+        description="A node stays in the registry this long after its last heartbeat (it beats"
+        " every third of it).",
+    )
+    cluster_stream_claim_ttl_seconds: float = Field(
+        6.0,
+        ge=1,
+        le=300,
+        description="An origin's claim on a stream name lasts this long unless renewed (every"
+        " third of it); after a crash, the name is free again this much later.",
+    )
+    cluster_fence_ttl_seconds: float = Field(
+        7 * 24 * 3600.0,
+        ge=3600,
+        description="A stream's fencing-token counter lives this long after its last claim.",
+    )
+    cluster_max_nodes: int = Field(1_000, ge=1, description="Most nodes the registry lists.")
+    edge_connect_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="An edge waits this long for an origin to answer a pull before it gives up.",
+    )
+    edge_idle_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="An edge closes its upstream of a stream this long after its last viewer left.",
+    )
+    edge_failover_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="When its upstream breaks, an edge keeps the stream's viewers this long"
+        " while it looks for the stream's (new) owner.",
+    )
+    edge_retry_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="How often an edge looks the owner up again while its upstream is broken.",
+    )
+    edge_max_upstreams: int = Field(1_000, ge=1, description="Most streams one edge pulls at once.")
+    edge_upstream_max_tag_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest FLV tag an edge accepts from an upstream.",
+    )
+    vod_edge_cache_memory_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="VOD bytes an edge keeps in memory (least recently used evicted first).",
+    )
+    vod_edge_cache_disk_bytes: int = Field(
+        4 * 1024**3,
+        ge=0,
+        description="VOD bytes an edge keeps on disk in DATA_DIR/vod-cache (LRU); 0: no disk.",
+    )
+    vod_edge_cache_max_object_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest VOD file an edge caches (bigger ones are passed through).",
+    )
+    reuse_port: bool = Field(
+        False,
+        description="Bind the RTMP and HTTP ports with SO_REUSEPORT, so several edge processes"
+        " of one machine share them (the kernel spreads the connections).",
     )
 
     @field_validator("vod_ladder")

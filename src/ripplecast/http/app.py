@@ -40,12 +40,14 @@ def create_app(
     db: Database | None = None,
     vod: tuple[Videos, Uploads, Storage, Signer] | None = None,
     rtmp_port: Callable[[], int] | None = None,
+    vod_media: Storage | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
     the API's kick disconnect a stream's publisher (the RTMP server). With `accounts`, the web
     pages are served too; `rtmp_port` (else the publishers' own `port`) is the RTMP port they
-    show in the OBS set-up."""
+    show in the OBS set-up. `vod_media` is the storage `/vod/...` is served from (an edge's
+    cache in front of the shared storage); without it, `vod`'s storage."""
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
@@ -78,9 +80,11 @@ def create_app(
     if db is not None:
         allow_private = settings.webhook_allow_private_addresses
         routers.append(webhooks_router(WebhookRegistry(db, allow_private=allow_private)))
+    media = vod_media if vod_media is not None else vod[2] if vod is not None else None
+    if media is not None:
+        VodRoutes(media, authorize, presigned_get=settings.s3_presigned_get).register(app)
     if vod is not None:
-        videos, uploads, storage, signer = vod
-        VodRoutes(storage, authorize, presigned_get=settings.s3_presigned_get).register(app)
+        videos, uploads, _storage, signer = vod
         routers.append(videos_router(videos, uploads, signer=signer))
     if accounts is not None:
         service, logins, secret = accounts
