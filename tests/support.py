@@ -306,3 +306,22 @@ class FlvViewer:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+REDIS = "redis://127.0.0.1:6379/0"
+"""The Redis the tests use (the machine's; CI requires it)."""
+
+
+async def require_redis() -> None:
+    """Skip (or fail, when services are required) if Redis is not reachable at `REDIS`."""
+    from ripplecast.cache import CacheUnavailable, open_cache
+
+    cache = open_cache(REDIS, prefix="rc-probe:")
+    try:
+        await cache.get("probe")
+    except CacheUnavailable as exc:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"Redis not reachable at {REDIS}: {exc}")
+        pytest.skip(f"Redis not reachable at {REDIS}: {exc}")
+    finally:
+        await cache.close()

@@ -14,7 +14,9 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
@@ -24,16 +26,28 @@ from typing import Any
 
 from aiohttp import web
 
+from ripplecast import __version__
 from ripplecast.accounts.credentials import PasswordPolicy, Passwords
 from ripplecast.accounts.directory import DatabaseDirectory
 from ripplecast.accounts.logins import LoginLimits, Logins
 from ripplecast.accounts.policy import AccessPolicy
 from ripplecast.accounts.service import Accounts
 from ripplecast.accounts.signed_urls import signed_query
-from ripplecast.cache import open_cache
-from ripplecast.config import PublishMode, Settings
+from ripplecast.cache import Cache, CacheError, open_cache
+from ripplecast.cluster import (
+    Addresses,
+    ClusterError,
+    Heartbeat,
+    NodeInfo,
+    NodeLoad,
+    NodeRegistry,
+    StreamOwnership,
+)
+from ripplecast.cluster.claims import OwnedStreams
+from ripplecast.config import NodeRole, PublishMode, Settings
 from ripplecast.db import Database, database_url_for
 from ripplecast.db.models import Role
+from ripplecast.edge.pull import EdgePuller, Origin
 from ripplecast.http.app import create_app
 from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
@@ -208,6 +222,66 @@ def worker_for(settings: Settings, jobs: JobQueue, storage: Storage) -> Worker:
     )
 
 
+def cluster_secret(settings: Settings, secret: bytes) -> bytes:
+    """The secret nodes authenticate each other with: the setting, else derived from the
+    server secret (which every node of a cluster shares anyway)."""
+    if settings.cluster_secret is not None:
+        return settings.cluster_secret.get_secret_value().encode()
+    return hmac.new(secret, b"ripplecast cluster", hashlib.sha256).digest()
+
+
+def node_id_for(settings: Settings) -> str:
+    """This node's registry id: the setting, else ROLE-HOSTNAME-PID."""
+    if settings.cluster_node_id:
+        return settings.cluster_node_id
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40].strip("-.") or "host"
+    return f"{settings.role.value}-{host}-{os.getpid()}"
+
+
+def registry_for(settings: Settings, cache: Cache) -> NodeRegistry:
+    """The cluster's node registry in the shared cache."""
+    return NodeRegistry(
+        cache, ttl_seconds=settings.cluster_node_ttl_seconds, max_nodes=settings.cluster_max_nodes
+    )
+
+
+class Roles:
+    """What a node of each role runs (`ripplecast serve --role`)."""
+
+    def __init__(self, role: NodeRole) -> None:
+        every = role is NodeRole.ALL
+        self.publish = every or role is NodeRole.ORIGIN
+        """RTMP publishers accepted; stream names claimed in the cluster."""
+        self.rtmp = self.publish or role is NodeRole.EDGE
+        """An RTMP listener (players on an edge)."""
+        self.live_http = self.rtmp
+        """HTTP-FLV and live HLS."""
+        self.pull = role is NodeRole.EDGE
+        """Streams of other nodes mirrored on demand."""
+        self.web = every or role is NodeRole.WEB
+        """Pages, REST API and uploads."""
+        self.vod = every or role in (NodeRole.WEB, NodeRole.EDGE)
+        """`/vod/...` served."""
+        self.vod_cache = role is NodeRole.EDGE
+        """`/vod/...` served through the edge cache."""
+        self.worker = every or role is NodeRole.WORKER
+        """A transcoding worker in the process (if `worker_enabled`)."""
+
+
+class CpuMeter:
+    """This process's share of the machine's CPU since the previous reading."""
+
+    def __init__(self) -> None:
+        self._cores = os.cpu_count() or 1
+        self._last = (time.monotonic(), time.process_time())
+
+    def read(self) -> float:
+        now = (time.monotonic(), time.process_time())
+        wall, cpu = now[0] - self._last[0], now[1] - self._last[1]
+        self._last = now
+        return 0.0 if wall <= 0 else max(0.0, min(1.0, cpu / wall / self._cores))
+
+
 @contextlib.asynccontextmanager
 async def open_accounts(settings: Settings) -> AsyncIterator[Accounts]:
     """Account operations on the node's database, for the CLI."""
@@ -237,13 +311,16 @@ async def bootstrap(accounts: Accounts) -> FirstRun | None:
 
 
 class Node:
-    """One running Ripplecast node on embedded defaults (role `all`)."""
+    """One running Ripplecast node: every role in one process by default, or one role of a
+    cluster (`Roles` says what each runs)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.roles = roles = Roles(settings.role)
         self.first_run: FirstRun | None = None
         self.hub = Hub(settings, listener_factories=self._listener_factories())
         self.secret = load_or_create_secret(settings)
+        self.node_id = node_id_for(settings)
         self.signing_keys, self.signing_key_id = signing_keys(settings, self.secret)
         open_publishing = settings.publish_mode is PublishMode.OPEN
         self.db = database_for(settings)
@@ -280,7 +357,27 @@ class Node:
             signing_keys=self.signing_keys,
             clock=time.time,
             open_publishing=open_publishing,
+            cluster_secret=cluster_secret(settings, self.secret),
         )
+        self.registry = registry_for(settings, self.cache)
+        self.heartbeat = Heartbeat(self.registry, self._node_info)
+        self._cpu = CpuMeter()
+        self._egress = (time.monotonic(), 0)
+        self._sent_by_ended = 0
+        self.hub.on_stream_ended.append(self._count_sent)
+        self._started_at = time.time()
+        self.claims: OwnedStreams | None = None
+        if roles.publish:
+            self.claims = OwnedStreams(
+                self._ownership(), is_live=self._is_live, on_lost=self._ownership_lost
+            )
+            self.hub.on_stream_ended.append(self._release_claim)
+        self.puller: EdgePuller | None = None
+        if roles.pull:
+            self.puller = EdgePuller(
+                settings, self.hub, self._locate, secret=cluster_secret(settings, self.secret)
+            )
+            self.hub.remote = self.puller
         self.webhooks = webhooks_for(settings, self.db)
         self.storage = open_storage(settings)
         self.jobs = job_queue_for(settings, self.db)
@@ -294,19 +391,36 @@ class Node:
             self.access.authorize,
             notify=self._on_rtmp_event,
             admit=self._admit_publish if self._admission_secret is not None else None,
+            claim=self.claims.acquire if self.claims is not None else None,
+            accept_publishers=roles.publish,
         )
+        vod_on = settings.vod_enabled
+        self.vod_media: Storage | None = None
+        if vod_on and roles.vod_cache:
+            from ripplecast.storage.edge_cache import CachingStorage
+
+            self.vod_media = CachingStorage(
+                self.storage,
+                memory_bytes=settings.vod_edge_cache_memory_bytes,
+                disk_dir=settings.data_dir / "vod-cache"
+                if settings.vod_edge_cache_disk_bytes
+                else None,
+                disk_bytes=settings.vod_edge_cache_disk_bytes,
+                max_object_bytes=settings.vod_edge_cache_max_object_bytes,
+            )
         self.http_app = create_app(
             settings,
             self.hub,
             self.access.authorize,
             ready=lambda: self._ready,
             notify=self.webhooks.emit,
-            publishers=self.rtmp,
-            accounts=(self.accounts, self.logins, self.secret),
-            db=self.db,
+            publishers=self.rtmp if roles.publish else None,
+            accounts=(self.accounts, self.logins, self.secret) if roles.web else None,
+            db=self.db if roles.web else None,
             vod=(self.videos, self.uploads, self.storage, self.signed_query)
-            if settings.vod_enabled
+            if vod_on and roles.web
             else None,
+            vod_media=self.vod_media if vod_on and roles.vod else None,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -324,34 +438,140 @@ class Node:
         return factories
 
     async def start(self) -> None:
-        """Open the database, then the RTMP and HTTP listeners."""
+        """Open the database, then the RTMP and HTTP listeners, then join the cluster."""
+        settings, roles = self.settings, self.roles
         await self.db.start()
         await self.storage.start()
+        if self.vod_media is not None:
+            await self.vod_media.start()
         await self.webhooks.start()
-        if self.settings.vod_enabled and self.settings.worker_enabled:
-            self.worker = worker_for(self.settings, self.jobs, self.storage)
+        if settings.vod_enabled and settings.worker_enabled and roles.worker:
+            self.worker = worker_for(settings, self.jobs, self.storage)
             self.uploads.on_queued = self.worker.wake
             self.worker.start()
-        self._background_loop(self._expire_uploads(), "upload expiry")
-        if self.settings.publish_mode is PublishMode.KEYS:
+        if roles.web:
+            self._background_loop(self._expire_uploads(), "upload expiry")
+        if settings.publish_mode is PublishMode.KEYS and settings.role is NodeRole.ALL:
+            # A cluster's nodes share one database: its accounts are made with the CLI.
             self.first_run = await bootstrap(self.accounts)
         listening = asyncio.Event()
         self._events_task = asyncio.create_task(self._listen_events(listening))
         await listening.wait()
-        await self.rtmp.start()
+        if roles.rtmp:
+            await self.rtmp.start()
         self._runner = web.AppRunner(
             self.http_app,
             handler_cancellation=True,
             access_log=None,
-            shutdown_timeout=self.settings.shutdown_timeout,
+            shutdown_timeout=settings.shutdown_timeout,
         )
         await self._runner.setup()
         self._site = web.TCPSite(
-            self._runner, self.settings.http_host, self.settings.http_port, reuse_address=True
+            self._runner,
+            settings.http_host,
+            settings.http_port,
+            reuse_address=True,
+            reuse_port=settings.reuse_port or None,
         )
         await self._site.start()
+        if self.claims is not None:
+            self.claims.start()
+        await self.heartbeat.start()
         self._ready = True
-        log.info("ripplecast listening: rtmp port %d, http port %d", self.rtmp_port, self.http_port)
+        log.info(
+            "ripplecast node %s (role %s) listening: %shttp port %d",
+            self.node_id,
+            settings.role.value,
+            f"rtmp port {self.rtmp_port}, " if roles.rtmp else "",
+            self.http_port,
+        )
+
+    # --- cluster ------------------------------------------------------------------------------
+
+    def _ownership(self) -> StreamOwnership:
+        settings = self.settings
+        return StreamOwnership(
+            self.cache,
+            ttl_seconds=settings.cluster_stream_claim_ttl_seconds,
+            node_id=self.node_id,
+            fence_ttl_seconds=settings.cluster_fence_ttl_seconds,
+            max_name_length=settings.stream_name_max_length,
+        )
+
+    def _is_live(self, name: str) -> bool:
+        return self.hub.get(name) is not None
+
+    def _release_claim(self, stream: LiveStream) -> None:
+        if self.claims is not None:
+            task = asyncio.create_task(self.claims.release(stream.name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _ownership_lost(self, name: str, why: str) -> None:
+        """Another origin owns `name` now: this one must stop acting for it."""
+        self.rtmp.kick_stream(name, "stream ownership lost")
+        stream = self.hub.get(name)
+        if stream is not None:
+            stream.end(why)
+
+    async def _locate(self, name: str) -> Origin | None:
+        """The origin that owns stream `name` now, from the claim and the registry."""
+        try:
+            claim = await self._ownership().owner(name)
+            if claim is None or claim.node_id == self.node_id:
+                return None
+            info = await self.registry.node(claim.node_id)
+        except (CacheError, ClusterError) as exc:
+            log.warning("stream %s: cannot look its origin up: %s", name, exc)
+            return None
+        if info is None or not info.internal.http:
+            return None
+        return Origin(info.node_id, info.internal.http)
+
+    def _node_info(self) -> NodeInfo:
+        """What this node tells the registry in each heartbeat."""
+        settings = self.settings
+        http_port = self.http_port
+        rtmp_port = self.rtmp_port
+        host = settings.public_host
+        internal = Addresses(
+            http=settings.cluster_internal_http_url or f"http://127.0.0.1:{http_port}",
+            rtmp=f"rtmp://127.0.0.1:{rtmp_port}" if rtmp_port else "",
+        )
+        public = Addresses(
+            http=settings.cluster_public_http_url or f"http://{host}:{http_port}",
+            rtmp=settings.cluster_public_rtmp_url
+            or (f"rtmp://{host}:{rtmp_port}" if rtmp_port else ""),
+        )
+        return NodeInfo(
+            node_id=self.node_id,
+            role=settings.role.value,
+            internal=internal,
+            public=public,
+            load=self._load(),
+            draining=False,
+            version=__version__,
+            started_at=self._started_at,
+        )
+
+    def _load(self) -> NodeLoad:
+        now = time.monotonic()
+        viewers = 0
+        sent = 0
+        for stream in self.hub:
+            viewers += stream.reader_count
+            sent += stream.stats.bytes_out
+            for listener in stream.listeners:
+                if isinstance(listener, HlsPackager):
+                    viewers += listener.audience.count(now)
+        total = self._sent_by_ended + sent
+        then, before = self._egress
+        self._egress = (now, total)
+        bps = int(max(0, total - before) * 8 / (now - then)) if now > then else 0
+        return NodeLoad(viewers=viewers, egress_bps=bps, cpu=round(self._cpu.read(), 4))
+
+    def _count_sent(self, stream: LiveStream) -> None:
+        self._sent_by_ended += stream.stats.bytes_out
 
     async def _admit_publish(self, payload: Mapping[str, object]) -> AdmissionResult:
         assert self._admission_secret is not None
@@ -437,7 +657,8 @@ class Node:
 
     @property
     def rtmp_port(self) -> int:
-        return self.rtmp.port
+        """The RTMP port bound; 0 on a role without an RTMP listener (worker, web)."""
+        return self.rtmp.port if self.roles.rtmp else 0
 
     @property
     def http_port(self) -> int:
@@ -450,7 +671,12 @@ class Node:
     async def close(self) -> None:
         """Stop accepting, end every stream (viewers told and closed), stop the listeners."""
         self._ready = False
+        await self.heartbeat.close()
+        if self.puller is not None:
+            await self.puller.close()
         self.hub.close("server shutting down")
+        if self.claims is not None:
+            await self.claims.close()
         await self.rtmp.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -468,6 +694,8 @@ class Node:
                 task.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=self.settings.shutdown_timeout)
+        if self.vod_media is not None:
+            await self.vod_media.close()
         await self.storage.close()
         await self.cache.close()
         await self.db.close()

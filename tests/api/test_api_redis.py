@@ -5,24 +5,8 @@ from __future__ import annotations
 import secrets
 
 import aiohttp
-import pytest
 
-from ripplecast.cache import CacheUnavailable, open_cache
-from support import REQUIRE_SERVICES, NodeFactory, Process, ffmpeg_publish_args, wait_until
-
-REDIS = "redis://127.0.0.1:6379/0"
-
-
-async def require_redis() -> None:
-    cache = open_cache(REDIS, prefix="rc-probe:")
-    try:
-        await cache.get("probe")
-    except CacheUnavailable as exc:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"Redis not reachable at {REDIS}: {exc}")
-        pytest.skip(f"Redis not reachable at {REDIS}: {exc}")
-    finally:
-        await cache.close()
+from support import REDIS, NodeFactory, Process, ffmpeg_publish_args, require_redis, wait_until
 
 
 async def test_two_nodes_share_limits_and_events_through_redis(make_node: NodeFactory) -> None:

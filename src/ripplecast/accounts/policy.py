@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from ripplecast.accounts.cluster_tokens import ClusterTokenError, verify_pull_token
 from ripplecast.accounts.credentials import keyed_hash, token_hash
 from ripplecast.accounts.signed_urls import PARAMS, SignatureError, verify
 from ripplecast.db.models import Role, Visibility
@@ -89,6 +90,8 @@ class Credentials:
     """A bearer token from the Authorization header."""
     signed: Mapping[str, str] = field(default_factory=dict)
     """The signed-URL query parameters, if any (`rc_*`)."""
+    cluster_token: str = ""
+    """A token from another node of the cluster (an edge pulling a live stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +210,10 @@ class AccessPolicy:
         signing_keys: Mapping[str, bytes],
         clock: Callable[[], float],
         open_publishing: bool = False,
+        cluster_secret: bytes | None = None,
     ) -> None:
         self._directory = directory
+        self._cluster_secret = cluster_secret
         self._secret = secret
         self._signing_keys = signing_keys
         self._clock = clock
@@ -228,6 +233,22 @@ class AccessPolicy:
             key = f"{request.via}:{decision.reason}"
             self.denials[key] = self.denials.get(key, 0) + 1
         return decision
+
+    def _cluster_pull(self, request: AccessRequest) -> Decision:
+        """Another node pulling a live stream: its token, not the viewer rules, decides (the
+        edge applied those to its own viewers)."""
+        if self._cluster_secret is None or not request.resource.startswith("/live/"):
+            return _refuse("cluster_not_accepted", 403)
+        try:
+            verify_pull_token(
+                self._cluster_secret,
+                request.resource,
+                request.credentials.cluster_token,
+                now=self._clock(),
+            )
+        except ClusterTokenError as exc:
+            return _refuse(f"cluster_{exc.reason}", 403)
+        return Decision(True, "cluster")
 
     async def principal(self, credentials: Credentials) -> Principal | None:
         """Who the session or API token says the client is (None if neither is valid)."""
@@ -255,6 +276,8 @@ class AccessPolicy:
         return Decision(True, "ok", stream=info.channel.slug, credential_id=info.id)
 
     async def _play(self, request: AccessRequest) -> Decision:
+        if request.credentials.cluster_token:
+            return self._cluster_pull(request)
         signed = request.credentials.signed
         grant_ok = False
         if any(name in signed for name in PARAMS):

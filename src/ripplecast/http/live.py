@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ripplecast.accounts.cluster_tokens import HEADER as CLUSTER_HEADER
 from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Decision, Via
 from ripplecast.accounts.signed_urls import PARAMS
 from ripplecast.config import Settings
@@ -64,6 +65,7 @@ def request_credentials(request: web.Request) -> Credentials:
         session_id=request.cookies.get(SESSION_COOKIE, ""),
         api_token=token,
         signed=signed_params(request),
+        cluster_token=request.headers.get(CLUSTER_HEADER, ""),
     )
 
 
@@ -158,7 +160,7 @@ class LiveRoutes:
             if decision.status == 403:
                 raise web.HTTPForbidden(text="access refused\n", headers=CORS)
             raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=CORS)
-        stream = self.hub.get(name)
+        stream = await self.hub.find(name)
         if stream is None:
             self._refuse(request, "not_found", f"no live stream named {name}")
             raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=CORS)

@@ -3,6 +3,9 @@
 It decides who owns a name (one publisher at a time; a returning publisher continues a stream in
 its grace period) and attaches the packet listeners (HLS packager, ...) that every new stream
 gets. It knows nothing of sockets or HTTP: adapters call it.
+
+`find` is how viewers' adapters look a stream up: a local stream, else, on an edge, one mirrored
+from the node that has it (`RemoteStreams`, injected).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from ripplecast.config import Settings
 from ripplecast.errors import RipplecastError
@@ -23,6 +27,13 @@ ListenerFactory = Callable[[LiveStream], PacketListener]
 
 class StreamBusy(RipplecastError):
     """The name already has a live publisher."""
+
+
+class RemoteStreams(Protocol):
+    """Streams of other nodes, mirrored on demand (an edge's puller)."""
+
+    async def find(self, name: str) -> LiveStream | None:
+        """The local mirror of stream `name`, started if needed; None if no node has it."""
 
 
 class Hub:
@@ -42,10 +53,21 @@ class Hub:
         self._factories = list(listener_factories)
         self._streams: dict[str, LiveStream] = {}
         self.publishes_refused = 0
+        self.remote: RemoteStreams | None = None
+        """Where `find` looks for streams this node does not have (set on an edge)."""
+        self.on_stream_ended: list[Callable[[LiveStream], None]] = []
+        """Called with each stream that ended and left the hub."""
 
     def get(self, name: str) -> LiveStream | None:
         """Return the stream called `name`, live or waiting for its publisher, or None."""
         return self._streams.get(name)
+
+    async def find(self, name: str) -> LiveStream | None:
+        """The stream called `name` for a viewer: local, else mirrored from another node."""
+        stream = self._streams.get(name)
+        if stream is not None or self.remote is None:
+            return stream
+        return await self.remote.find(name)
 
     def __iter__(self) -> Iterator[LiveStream]:
         return iter(list(self._streams.values()))
@@ -78,6 +100,8 @@ class Hub:
     def _forget(self, stream: LiveStream) -> None:
         if self._streams.get(stream.name) is stream:
             del self._streams[stream.name]
+            for callback in self.on_stream_ended:
+                callback(stream)
 
     def close(self, reason: str = "server shutting down") -> None:
         """End every stream (readers and packagers are closed)."""

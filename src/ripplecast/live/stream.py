@@ -125,6 +125,8 @@ class StreamStats:
     reader_skips: int = 0
     batches: int = 0
     publishes: int = 0
+    bytes_out: int = 0
+    """Bytes written to readers (HTTP-FLV viewers, RTMP players, edges)."""
 
 
 class LiveStream:
@@ -246,13 +248,14 @@ class LiveStream:
         self._gop.append(packet)
         return True
 
-    def publisher_left(self) -> None:
-        """The publisher disconnected: wait `reconnect_grace_seconds` for it, then end."""
+    def publisher_left(self, grace_seconds: float | None = None) -> None:
+        """The publisher disconnected: wait `grace_seconds` (by default
+        `reconnect_grace_seconds`) for it, then end."""
         if self.state is not StreamState.LIVE:
             return
         self._flush()
         self.state = StreamState.WAITING
-        grace = self._settings.reconnect_grace_seconds
+        grace = self._settings.reconnect_grace_seconds if grace_seconds is None else grace_seconds
         if grace <= 0:
             self.end("publisher left")
             return
@@ -418,6 +421,7 @@ class LiveStream:
             return
         reader.sink.write(data)
         reader.bytes_sent += len(data)
+        self.stats.bytes_out += len(data)
 
     def _drop(self, reader: Reader, buffered: int) -> None:
         self.stats.readers_dropped += 1

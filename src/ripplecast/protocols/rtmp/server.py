@@ -67,6 +67,10 @@ class Admission(Protocol):
 Admit = Callable[[Mapping[str, object]], Awaitable[Admission]]
 """Ask the admission webhook about a publish (payload as for on_publish)."""
 
+Claim = Callable[[str], Awaitable[str | None]]
+"""Take stream NAME for this node before its publisher is accepted (the cluster's stream
+ownership): None when granted, else why not (shown to the publisher and logged)."""
+
 
 def _ignore(event: str, payload: Mapping[str, object]) -> None:
     pass
@@ -105,12 +109,16 @@ class RtmpServer:
         *,
         notify: Notify = _ignore,
         admit: Admit | None = None,
+        claim: Claim | None = None,
+        accept_publishers: bool = True,
     ) -> None:
         self.settings = settings
         self.hub = hub
         self.authorize = authorize
         self.notify = notify
         self.admit = admit
+        self.claim = claim
+        self.accept_publishers = accept_publishers
         self.limits = SessionLimits(
             max_chunk_size=settings.rtmp_max_chunk_size,
             max_message_size=settings.rtmp_max_message_size,
@@ -142,6 +150,7 @@ class RtmpServer:
             self.settings.rtmp_host,
             self.settings.rtmp_port,
             reuse_address=True,
+            reuse_port=self.settings.reuse_port or None,
         )
 
     @property
@@ -393,6 +402,9 @@ class RtmpConnection(asyncio.Protocol):
 
     async def _publish(self, event: PublishRequest) -> None:
         settings = self.server.settings
+        if not self.server.accept_publishers:
+            self._reject_publish(event, "not_origin", "this node does not accept publishers")
+            return
         decision = await self.server.authorize(
             AccessRequest(
                 Action.PUBLISH,
@@ -424,6 +436,13 @@ class RtmpConnection(asyncio.Protocol):
             if not verdict.allowed:
                 message = verdict.message or "refused by the admission webhook"
                 self._reject_publish(event, f"admission_{verdict.reason}", message)
+                return
+        if self.server.claim is not None:
+            refusal = await self.server.claim(name)
+            if self._closing:
+                return
+            if refusal is not None:
+                self._reject_publish(event, "stream_owned_elsewhere", refusal)
                 return
         try:
             stream = self.server.hub.start_publish(name)
@@ -482,7 +501,7 @@ class RtmpConnection(asyncio.Protocol):
         )
         if self._closing:
             return
-        stream = self.server.hub.get(name) if decision.allowed else None
+        stream = await self.server.hub.find(name) if decision.allowed else None
         if stream is None:
             # Refused and unknown look the same: a private stream cannot be probed.
             self.session.reject_play(
