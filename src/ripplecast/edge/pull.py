@@ -76,6 +76,8 @@ class Upstream:
         self.connects = 0
         """Connections opened to an origin (1 + the reconnections)."""
         self._last_viewer = time.monotonic()
+        self._delivered = False
+        """True once the current connection has delivered media."""
         self.started: asyncio.Future[LiveStream | None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"edge upstream {name}")
 
@@ -130,7 +132,10 @@ class Upstream:
                 return
             except (aiohttp.ClientError, TimeoutError, ProtocolError, LimitExceeded) as exc:
                 self._puller.count("upstream_broken")
-                log.warning(
+                # The first failure of an outage is a warning; the retries that follow are not.
+                level = logging.DEBUG if broken_since is not None else logging.WARNING
+                log.log(
+                    level,
                     "stream %s: upstream from %s (%s) broke: %s",
                     self.name,
                     origin.node_id,
@@ -139,6 +144,8 @@ class Upstream:
                 )
             if self.stream is None:
                 return  # never started: the viewer gets a 404 rather than a long wait
+            if self._delivered:
+                broken_since = None  # that connection worked: a new outage starts now
             if self.stream.state is StreamState.LIVE:
                 self.stream.publisher_left(settings.edge_failover_seconds)
             if self.stream.state is StreamState.ENDED:
@@ -163,6 +170,7 @@ class Upstream:
         )
         url = f"{origin.http.rstrip('/')}{resource}.flv"
         self.connects += 1
+        self._delivered = False
         async with puller.session.get(url, headers={HEADER: token}) as response:
             if response.status == 404:
                 raise _Ended()
@@ -174,7 +182,13 @@ class Upstream:
                     message=f"origin answered {response.status}",
                 )
             self.origin = origin
-            log.info("stream %s: pulling from %s (%s)", self.name, origin.node_id, origin.http)
+            log.info(
+                "stream %s: pulling from %s (%s)%s",
+                self.name,
+                origin.node_id,
+                origin.http,
+                f", connection {self.connects}" if self.connects > 1 else "",
+            )
             reader = FlvReader(max_tag_size=settings.edge_upstream_max_tag_bytes)
             resumed = False
             idle_check = time.monotonic() + settings.edge_idle_seconds
@@ -207,6 +221,7 @@ class Upstream:
         if self.stream is not None and stream is not self.stream:
             log.info("stream %s: the previous mirror had ended; started anew", self.name)
         self.stream = stream
+        self._delivered = True
         self._last_viewer = time.monotonic()
         self._start(stream)
 
