@@ -8,16 +8,19 @@ from aiohttp import web
 
 from ripplecast.accounts.logins import Logins
 from ripplecast.accounts.service import Accounts
+from ripplecast.cluster import NodeRegistry
 from ripplecast.config import Settings
 from ripplecast.db.engine import Database
 from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
+from ripplecast.http.api.cluster import cluster_router
 from ripplecast.http.api.users import users_router
 from ripplecast.http.api.videos import Signer, videos_router
 from ripplecast.http.api.webhooks import webhooks_router
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.http.pages import PageRoutes
+from ripplecast.http.redirect import RedirectRoutes
 from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
 from ripplecast.storage import Storage
@@ -41,13 +44,16 @@ def create_app(
     vod: tuple[Videos, Uploads, Storage, Signer] | None = None,
     rtmp_port: Callable[[], int] | None = None,
     vod_media: Storage | None = None,
+    cluster: NodeRegistry | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
     the API's kick disconnect a stream's publisher (the RTMP server). With `accounts`, the web
     pages are served too; `rtmp_port` (else the publishers' own `port`) is the RTMP port they
     show in the OBS set-up. `vod_media` is the storage `/vod/...` is served from (an edge's
-    cache in front of the shared storage); without it, `vod`'s storage."""
+    cache in front of the shared storage); without it, `vod`'s storage. With `cluster` (the
+    node registry), `/redirect/live/...` and `/redirect/vod/...` send viewers to the
+    least-loaded edge and the API lists the nodes (`GET /api/v1/cluster/nodes`, admins)."""
     app = web.Application(client_max_size=settings.api_max_body_bytes)
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
@@ -86,6 +92,9 @@ def create_app(
     if vod is not None:
         videos, uploads, _storage, signer = vod
         routers.append(videos_router(videos, uploads, signer=signer))
+    if cluster is not None:
+        RedirectRoutes(cluster).register(app)
+        routers.append(cluster_router(cluster))
     if accounts is not None:
         service, logins, secret = accounts
         PageRoutes(
