@@ -74,6 +74,8 @@ log = logging.getLogger("ripplecast")
 
 SECRET_FILE = "secret.key"
 EVENTS_CHANNEL = "events"
+RESUBSCRIBE_SECONDS = 1.0
+"""Wait before the events subscription is opened again after it ended."""
 DEFAULT_STREAM = "main"
 FIRST_ADMIN = "admin"
 
@@ -456,7 +458,11 @@ class Node:
             self.first_run = await bootstrap(self.accounts)
         listening = asyncio.Event()
         self._events_task = asyncio.create_task(self._listen_events(listening))
-        await listening.wait()
+        subscribed = asyncio.create_task(listening.wait())
+        await asyncio.wait((self._events_task, subscribed), return_when=asyncio.FIRST_COMPLETED)
+        if not listening.is_set():
+            subscribed.cancel()
+            self._events_task.result()  # raises why the subscription failed
         if roles.rtmp:
             await self.rtmp.start()
         self._runner = web.AppRunner(
@@ -631,18 +637,33 @@ class Node:
                     log.info("stream %s: publisher kicked (account disabled)", name)
 
     async def _listen_events(self, listening: asyncio.Event) -> None:
-        """Act on events from any node (through the cache's pub/sub): kick revoked keys."""
-        async with self.cache.subscribe(EVENTS_CHANNEL) as events:
-            listening.set()
-            async for message in events:
-                try:
-                    event = json.loads(message)
-                except ValueError:
-                    event = None
-                if not isinstance(event, dict):
-                    log.warning("ignored a malformed event on %s", EVENTS_CHANNEL)
-                    continue
-                self._on_event(event)
+        """Act on events from any node (through the cache's pub/sub): kick revoked keys.
+
+        The subscription is opened again when it ends (Redis restarted or unreachable), every
+        `RESUBSCRIBE_SECONDS`, for as long as the node runs; events published meanwhile are
+        lost (pub/sub keeps nothing), which is logged."""
+        while True:
+            try:
+                async with self.cache.subscribe(EVENTS_CHANNEL) as events:
+                    if listening.is_set():
+                        log.info("events: subscribed again to %s", EVENTS_CHANNEL)
+                    listening.set()
+                    async for message in events:
+                        try:
+                            event = json.loads(message)
+                        except ValueError:
+                            event = None
+                        if not isinstance(event, dict):
+                            log.warning("ignored a malformed event on %s", EVENTS_CHANNEL)
+                            continue
+                        self._on_event(event)
+            except CacheError as exc:
+                if not listening.is_set():
+                    raise  # at start: the node cannot run without its events
+                log.warning("events: subscription to %s failed: %s", EVENTS_CHANNEL, exc)
+            else:
+                log.warning("events: subscription to %s ended; subscribing again", EVENTS_CHANNEL)
+            await asyncio.sleep(RESUBSCRIBE_SECONDS)
 
     def signed_query(self, resource: str, *, ttl: int | None = None, ip: str = "") -> str:
         """A query string granting `resource` (e.g. `/live/NAME`) for `ttl` seconds."""

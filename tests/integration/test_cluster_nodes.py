@@ -231,3 +231,44 @@ async def test_the_origin_refuses_pulls_without_a_valid_cluster_token(
             assert status == 403
             assert node.access.denials["http-flv:cluster_bad_signature"] == 1
             assert node.access.denials["http-flv:cluster_expired"] == 1
+
+
+async def test_events_survive_a_dropped_redis_subscription(make_node: NodeFactory) -> None:
+    """Redis drops the pub/sub connection (as on a restart): the node subscribes again, and a
+    key revoked afterwards still kicks its publisher."""
+    await require_redis()
+    import redis.asyncio as redis
+
+    shared = cluster_settings(publish_mode="keys", reconnect_grace_seconds=0)
+    async with make_node(role="all", cluster_node_id="all-1", **shared) as running:
+        node = running.node
+        await node.accounts.create_user("kim", "kim's password")
+        await node.accounts.create_channel("kim", "kims")
+        key = await node.accounts.create_stream_key("kims")
+        client = redis.Redis.from_url(REDIS)
+        channel = f"{shared['cache_prefix']}events"
+        try:
+
+            async def subscribers() -> int:
+                counts = await client.pubsub_numsub(channel)
+                return int(counts[0][1])
+
+            assert await subscribers() == 1
+            killed = await client.client_kill_filter(_type="pubsub")
+            assert killed >= 1
+            for _ in range(100):  # the node notices and subscribes again within seconds
+                await asyncio.sleep(0.1)
+                if await subscribers() == 1:
+                    break
+            assert await subscribers() == 1
+            publisher = await Process.start(
+                ffmpeg_publish_args(f"{running.rtmp}/{key.key}", seconds=30)
+            )
+            async with publisher:
+                await wait_until(lambda: node.hub.get("kims") is not None, 10, "live")
+                await node.accounts.revoke_stream_key(key.id)
+                code, _, _ = await publisher.wait(20)
+                assert code != 0
+            assert node.rtmp.refused["key_revoked"] == 1
+        finally:
+            await client.aclose()
