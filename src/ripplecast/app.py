@@ -423,6 +423,7 @@ class Node:
             if vod_on and roles.web
             else None,
             vod_media=self.vod_media if vod_on and roles.vod else None,
+            cluster=self.registry if roles.web else None,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
