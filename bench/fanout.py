@@ -456,6 +456,19 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
+def viewer_kept_up(viewer: Viewer, start_ts: int, span: float, wall_end: float) -> bool:
+    """Whether `viewer` kept up over a window of `span` seconds ending at wall time `wall_end`,
+    `start_ts` being its media time (ms) when the window opened: no error, media time advanced
+    by at least 95 % of wall time, last delay sample under 2 s, last frame under 1 s old."""
+    progress = (viewer.last_ts - start_ts) / 1000 / span if start_ts >= 0 else 0.0
+    return (
+        not viewer.error
+        and progress >= 0.95
+        and viewer.last_delay < 2.0
+        and wall_end - viewer.last_wall < 1.0
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -562,13 +575,7 @@ async def run_row(
                 if v.error and not v.first_key:
                     row.errors += 1
                 delays.extend(v.delays)
-                progress = (v.last_ts - start_ts) / 1000 / span if start_ts >= 0 else 0.0
-                if (
-                    not v.error
-                    and progress >= 0.95
-                    and v.last_delay < 2.0
-                    and wall_end - v.last_wall < 1.0
-                ):
+                if viewer_kept_up(v, start_ts, span, wall_end):
                     row.kept_up += 1
             errors = sorted({v.error for v in people if v.error})
             if errors:
