@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from ripplecast import __version__
-from ripplecast.config import Settings, load_settings
+from ripplecast.config import NodeRole, Settings, load_settings
 
 cli = typer.Typer(
     add_completion=False,
@@ -31,6 +31,11 @@ user_cli = typer.Typer(no_args_is_help=True, help="Manage accounts.")
 cli.add_typer(user_cli, name="user")
 channel_cli = typer.Typer(no_args_is_help=True, help="Manage channels and their stream keys.")
 cli.add_typer(channel_cli, name="channel")
+cluster_cli = typer.Typer(
+    no_args_is_help=True,
+    help="A cluster on this machine: origins, edges, workers and web nodes behind HAProxy.",
+)
+cli.add_typer(cluster_cli, name="cluster")
 
 ConfigOption = Annotated[
     Path | None,
@@ -39,6 +44,12 @@ ConfigOption = Annotated[
 RtmpPortOption = Annotated[int | None, typer.Option("--rtmp-port", help="RTMP port.")]
 HttpPortOption = Annotated[int | None, typer.Option("--http-port", help="HTTP port.")]
 DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data folder.")]
+RoleOption = Annotated[
+    NodeRole | None,
+    typer.Option(
+        "--role", help="What this node does: all (single box), origin, edge, worker, web."
+    ),
+]
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -219,9 +230,12 @@ def serve(
     rtmp_port: RtmpPortOption = None,
     http_port: HttpPortOption = None,
     data_dir: DataDirOption = None,
+    role: RoleOption = None,
 ) -> None:
-    """Run a node on embedded defaults until SIGTERM or SIGINT."""
-    settings = _settings(config, rtmp_port=rtmp_port, http_port=http_port, data_dir=data_dir)
+    """Run a node until SIGTERM or SIGINT (on embedded defaults, every role in one process)."""
+    settings = _settings(
+        config, rtmp_port=rtmp_port, http_port=http_port, data_dir=data_dir, role=role
+    )
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -347,6 +361,224 @@ def upload(
         state_file=state_file or default_state_file(),
     )
     raise typer.Exit(run_upload(options))
+
+
+RunDirOption = Annotated[
+    Path,
+    typer.Option("--run-dir", help="Folder of the local cluster: cluster.json, logs, data."),
+]
+
+
+def _cluster_failed(exc: Exception) -> typer.Exit:
+    typer.echo(f"cluster: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@cluster_cli.command("up")
+def cluster_up(
+    database_url: Annotated[
+        str,
+        typer.Option(
+            "--database-url",
+            envvar="RIPPLECAST_DATABASE_URL",
+            help="The shared database (postgresql://...); migrated first.",
+        ),
+    ],
+    cache_url: Annotated[
+        str, typer.Option("--cache-url", help="The shared Redis.")
+    ] = "redis://127.0.0.1:6379/0",
+    storage_url: Annotated[
+        str,
+        typer.Option("--storage-url", help="Shared media storage. Empty: RUN_DIR/media."),
+    ] = "",
+    origins: Annotated[int, typer.Option("--origins", help="Origin nodes.")] = 2,
+    edges: Annotated[int, typer.Option("--edges", help="Edge nodes.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", help="Transcoding workers.")] = 1,
+    web: Annotated[int, typer.Option("--web", help="Web nodes (pages, API, uploads).")] = 1,
+    run_dir: RunDirOption = Path("cluster"),
+    base_port: Annotated[
+        int | None,
+        typer.Option("--base-port", help="First port to use (counting up). Default: any free."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="NAME=VALUE: a setting for every node (repeatable)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML settings file every node reads.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for every node.")
+    ] = 60.0,
+) -> None:
+    """Start a cluster on loopback with HAProxy in front; the processes keep running after
+    this command returns (stop them with `ripplecast cluster down`)."""
+    from ripplecast.devcluster import ClusterSpec, DevClusterError, LocalCluster
+
+    extra: dict[str, str] = {}
+    for item in set_ or []:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            typer.echo(f"--set {item!r}: expected NAME=VALUE", err=True)
+            raise typer.Exit(2)
+        extra[name.strip()] = value
+    spec = ClusterSpec(
+        database_url=database_url,
+        cache_url=cache_url,
+        storage_url=storage_url,
+        origins=origins,
+        edges=edges,
+        workers=workers,
+        web=web,
+        run_dir=run_dir,
+        base_port=base_port,
+        settings=extra,
+        config_file=config,
+        timeout=timeout,
+    )
+    try:
+        cluster = LocalCluster.up(spec)
+    except DevClusterError as exc:
+        raise _cluster_failed(exc) from None
+    _print_cluster(cluster)
+
+
+def _print_cluster(cluster: Any) -> None:
+    run_dir = cluster.run_dir
+    haproxy = cluster.haproxy
+    lines = [
+        f"Ripplecast cluster running (run dir {run_dir}).",
+        f"  OBS Server:     {cluster.rtmp_ingest_url}   (HAProxy -> origins)",
+        f"  HTTP:           {cluster.http_url}   (/live, /vod -> edges; pages, API -> web)",
+        f"  RTMP play:      {cluster.rtmp_play_url}/NAME   (HAProxy -> edges)",
+        f"  Redirect:       {cluster.redirect_url('live/NAME.flv')}   (302 to the least-loaded"
+        " edge)",
+        "  Nodes:",
+    ]
+    for node in cluster.nodes.values():
+        pid = node.process.pid if node.process else "-"
+        urls = "  ".join(url for url in (node.http_url, node.rtmp_url) if url)
+        lines.append(f"    {node.node_id:<10} pid {pid:<8} {urls}")
+    lines += [
+        f"  HAProxy:        pid {haproxy.process.pid if haproxy.process else '-'}, config "
+        f"{haproxy.config}, admin socket {haproxy.stats_socket}",
+        f"  Logs:           {run_dir / 'logs'}",
+        f"  Cache prefix:   {cluster.cache_prefix}",
+        f'  Accounts:       eval "$(ripplecast cluster env --run-dir {run_dir})", then'
+        " `ripplecast user create NAME --admin` and `ripplecast channel create SLUG --owner NAME`",
+        f"  Status, stop:   ripplecast cluster status --run-dir {run_dir};"
+        f" ripplecast cluster down --run-dir {run_dir}",
+    ]
+    typer.echo("\n".join(lines))
+
+
+@cluster_cli.command("down")
+def cluster_down(
+    run_dir: RunDirOption = Path("cluster"),
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds SIGTERM has before SIGKILL.")
+    ] = 10.0,
+) -> None:
+    """Stop exactly the processes `cluster up` started in RUN_DIR (never any other process)."""
+    from ripplecast.devcluster import DevClusterError, LocalCluster, StopOutcome
+
+    try:
+        cluster = LocalCluster.load(run_dir)
+        if cluster is None:
+            typer.echo(f"no cluster recorded in {run_dir.resolve()}: nothing to stop")
+            return
+        pids = {name: record.pid for name, record in cluster.processes().items()}
+        outcomes = cluster.down(term_timeout=timeout)
+    except DevClusterError as exc:
+        raise _cluster_failed(exc) from None
+    words = {
+        StopOutcome.STOPPED: "stopped",
+        StopOutcome.KILLED: "killed (did not stop on SIGTERM in time)",
+        StopOutcome.GONE: "was not running",
+        StopOutcome.REPLACED: "was not running; its pid now belongs to another process, left alone",
+        StopOutcome.SURVIVED: "STILL RUNNING after SIGKILL",
+    }
+    for name, outcome in outcomes.items():
+        typer.echo(f"{name} (pid {pids[name]}): {words[outcome]}")
+    if StopOutcome.SURVIVED in outcomes.values():
+        raise typer.Exit(1)
+    typer.echo(f"cluster in {cluster.run_dir} is down")
+
+
+@cluster_cli.command("status")
+def cluster_status(
+    config: ConfigOption = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="Read the Redis and cache prefix of the local cluster there. Default: the"
+            " settings' cache_url and cache_prefix (or ./cluster when they name no Redis).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the nodes of the cluster registry: role, address, load, heartbeat."""
+    import time
+
+    from ripplecast.cache import CacheError
+    from ripplecast.devcluster import DEFAULT_RUN_DIR, DevClusterError, LocalCluster
+    from ripplecast.devcluster.status import format_table, nodes_as_json, registry_nodes
+
+    settings = _settings(config)
+    cache_url, prefix = settings.cache_url, settings.cache_prefix
+    if run_dir is None and cache_url.startswith("memory:"):
+        run_dir = DEFAULT_RUN_DIR
+    if run_dir is not None:
+        try:
+            cluster = LocalCluster.load(run_dir)
+        except DevClusterError as exc:
+            raise _cluster_failed(exc) from None
+        if cluster is None:
+            typer.echo(
+                f"no cluster recorded in {run_dir.resolve()}, and no Redis in the settings:"
+                " give --run-dir or set cache_url (RIPPLECAST_CACHE_URL)",
+                err=True,
+            )
+            raise typer.Exit(1)
+        cache_url, prefix = cluster.cache_url, cluster.cache_prefix
+    try:
+        nodes = asyncio.run(
+            registry_nodes(
+                cache_url,
+                prefix=prefix,
+                ttl_seconds=settings.cluster_node_ttl_seconds,
+                max_nodes=settings.cluster_max_nodes,
+            )
+        )
+    except CacheError as exc:
+        raise _cluster_failed(exc) from None
+    now = time.time()
+    if as_json:
+        typer.echo(json.dumps(nodes_as_json(nodes, now), indent=2))
+    elif not nodes:
+        typer.echo(f"no nodes registered (cache prefix {prefix!r})")
+    else:
+        typer.echo(format_table(nodes, now))
+
+
+@cluster_cli.command("env")
+def cluster_env(run_dir: RunDirOption = Path("cluster")) -> None:
+    """Print `export RIPPLECAST_...` lines with the settings the nodes share (database, Redis,
+    storage, secrets), for `ripplecast user create` and friends against the cluster."""
+    import shlex
+
+    from ripplecast.devcluster import DevClusterError, LocalCluster
+
+    try:
+        cluster = LocalCluster.load(run_dir)
+        if cluster is None:
+            raise DevClusterError(f"no cluster recorded in {run_dir.resolve()}")
+        shared = cluster.shared_settings()
+    except DevClusterError as exc:
+        raise _cluster_failed(exc) from None
+    for name, value in shared.items():
+        typer.echo(f"export RIPPLECAST_{name.upper()}={shlex.quote(value)}")
 
 
 def _print_welcome(node: Any) -> None:

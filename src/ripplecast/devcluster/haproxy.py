@@ -1,0 +1,250 @@
+"""HAProxy for a local cluster: the configuration as data, checked by HAProxy itself.
+
+`render_haproxy_config` turns a `HaproxyLayout` (ports and servers) into the text of a
+configuration with the frontends, backends and directives of the shipped example
+`deploy/haproxy/haproxy.cfg`, which explains each of them; a test keeps the two alike. Only the
+`global` section (no user, chroot or syslog: the process runs as its caller, logs to stdout)
+and the `bind`/`server` lines differ.
+
+`check_config` runs `haproxy -c`; `server_states` reads which servers HAProxy's health checks
+see up, from its admin socket (what tests await instead of sleeping).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ripplecast.devcluster.errors import DevClusterError
+
+__all__ = [
+    "HAPROXY_CANDIDATES",
+    "HaproxyLayout",
+    "Server",
+    "check_config",
+    "find_haproxy",
+    "render_haproxy_config",
+    "server_states",
+]
+
+HAPROXY_CANDIDATES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+"""Where Debian (and a source install) put HAProxy, tried before PATH."""
+
+MAX_SOCKET_PATH = 100
+"""Longest path of a Unix socket HAProxy can bind (sun_path holds 108 bytes)."""
+
+_DEFAULTS = """\
+defaults
+    log global
+    option dontlognull
+    timeout connect 2s
+    retries 2
+    option redispatch 1
+    timeout client 1m
+    timeout server 1m
+    timeout tunnel 1h
+    timeout client-fin 5s
+    timeout server-fin 5s
+    default-server inter 1s fall 2 rise 2
+"""
+
+_READYZ_CHECK = """\
+    option httpchk
+    http-check send meth GET uri /readyz
+    http-check expect status 200
+"""
+
+_ORIGINS = "backend origins\n    mode tcp\n    balance leastconn\n" + _READYZ_CHECK
+_EDGES_RTMP = "backend edges_rtmp\n    mode tcp\n    balance leastconn\n" + _READYZ_CHECK
+_EDGES = (
+    """\
+backend edges
+    mode http
+    balance hash path,field(3,/),regsub(\\.flv$,)
+    hash-type consistent
+    hash-balance-factor 150
+    option http-no-delay
+"""
+    + _READYZ_CHECK
+)
+_WEB = (
+    """\
+backend web
+    mode http
+    stick-table type string len 64 size 100k expire 24h
+    stick store-response res.hdr(location),field(5,/) if { status 201 } \
+{ res.hdr(location) -m beg /api/v1/uploads/ }
+    stick match path,field(5,/) if { path_beg /api/v1/uploads/ }
+    balance uri
+    hash-type consistent
+    timeout server 5m
+"""
+    + _READYZ_CHECK
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One node as HAProxy sees it."""
+
+    name: str
+    """Server name in HAProxy's logs and stats: the node id."""
+    host: str
+    http_port: int
+    """Its HTTP port: HTTP traffic and the /readyz health check."""
+    rtmp_port: int = 0
+    """Its RTMP port (origins and edges); 0 for a node without RTMP."""
+
+
+@dataclass(frozen=True, slots=True)
+class HaproxyLayout:
+    """Where HAProxy listens and which nodes stand behind it."""
+
+    bind_host: str
+    http_port: int
+    """Viewers, pages and the API."""
+    rtmp_ingest_port: int
+    """Publishers, to the origins."""
+    rtmp_play_port: int
+    """RTMP players, to the edges."""
+    origins: Sequence[Server]
+    edges: Sequence[Server]
+    web: Sequence[Server]
+    stats_socket: Path | None = None
+    """Admin socket (`server_states` reads it); None: none."""
+    max_connections: int = 4096
+
+
+def _frontend(name: str, mode: str, bind: str, body: str) -> str:
+    log = "option tcplog" if mode == "tcp" else "option httplog"
+    return f"frontend {name}\n    mode {mode}\n    {log}\n    bind {bind}\n{body}"
+
+
+def _servers(servers: Sequence[Server], port: str) -> str:
+    lines = []
+    for server in servers:
+        if port == "rtmp":
+            if not server.rtmp_port:
+                raise DevClusterError(f"server {server.name} has no RTMP port")
+            address = f"{server.host}:{server.rtmp_port} check port {server.http_port}"
+        else:
+            address = f"{server.host}:{server.http_port} check"
+        lines.append(f"    server {server.name} {address}\n")
+    return "".join(lines)
+
+
+def render_haproxy_config(layout: HaproxyLayout) -> str:
+    """The configuration text for `layout` (see the module docstring).
+
+    Raises `DevClusterError` for a stats socket path too long for a Unix socket, or an origin
+    or edge without an RTMP port.
+    """
+    stats = ""
+    if layout.stats_socket is not None:
+        path = str(layout.stats_socket)
+        if len(path.encode()) > MAX_SOCKET_PATH:
+            raise DevClusterError(
+                f"the HAProxy socket path {path!r} is longer than {MAX_SOCKET_PATH} bytes: "
+                "use a shorter run directory"
+            )
+        stats = f"    stats socket {path} mode 600 level admin\n    stats timeout 30s\n"
+    host = layout.bind_host
+    sections = [
+        "# Generated by `ripplecast cluster up`; deploy/haproxy/haproxy.cfg explains each line.\n",
+        f"global\n    log stdout format raw local0\n    maxconn {layout.max_connections}\n{stats}",
+        _DEFAULTS,
+        _frontend(
+            "rtmp_ingest",
+            "tcp",
+            f"{host}:{layout.rtmp_ingest_port}",
+            "    default_backend origins\n",
+        ),
+        _ORIGINS + _servers(layout.origins, "rtmp"),
+        _frontend(
+            "rtmp_play",
+            "tcp",
+            f"{host}:{layout.rtmp_play_port}",
+            "    default_backend edges_rtmp\n",
+        ),
+        _EDGES_RTMP + _servers(layout.edges, "rtmp"),
+        _frontend(
+            "http",
+            "http",
+            f"{host}:{layout.http_port}",
+            "    option forwardfor\n"
+            "    option http-keep-alive\n"
+            "    timeout http-request 10s\n"
+            "    timeout http-keep-alive 10s\n"
+            "    acl media path_beg /live/ /vod/\n"
+            "    use_backend edges if media\n"
+            "    default_backend web\n",
+        ),
+        _EDGES + _servers(layout.edges, "http"),
+        _WEB + _servers(layout.web, "http"),
+    ]
+    return "\n".join(sections)
+
+
+def find_haproxy() -> str:
+    """The path of the haproxy program (Debian's /usr/sbin/haproxy first).
+
+    Raises `DevClusterError` saying how to install it when there is none.
+    """
+    for candidate in HAPROXY_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    found = shutil.which("haproxy")
+    if found is None:
+        raise DevClusterError(
+            "haproxy is not installed (looked in "
+            f"{', '.join(HAPROXY_CANDIDATES)} and PATH): apt-get install haproxy"
+        )
+    return found
+
+
+def check_config(haproxy: str, config: Path, *, timeout: float = 30.0) -> None:
+    """Run `haproxy -c -f config`.
+
+    Raises `DevClusterError` with HAProxy's own messages when it finds the file invalid.
+    """
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DevClusterError(
+            f"haproxy -c refused {config}:\n{(result.stdout + result.stderr).strip()}"
+        )
+
+
+def server_states(stats_socket: Path, *, timeout: float = 2.0) -> dict[str, str]:
+    """The health of every server, by "BACKEND/SERVER", e.g. {"origins/origin-1": "UP"}.
+
+    HAProxy's words: UP, DOWN, "UP 1/2" (going down), "DOWN 1/2" (coming back), MAINT, no check.
+    Raises `OSError` when the socket does not answer.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(stats_socket))
+        sock.sendall(b"show stat\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    lines = b"".join(chunks).decode().splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise OSError(f"unexpected answer from {stats_socket}: {lines[:1]!r}")
+    header = lines[0][2:].split(",")
+    proxy, server, status = header.index("pxname"), header.index("svname"), header.index("status")
+    states = {}
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) == len(header) and fields[server] not in ("FRONTEND", "BACKEND"):
+            states[f"{fields[proxy]}/{fields[server]}"] = fields[status]
+    return states
