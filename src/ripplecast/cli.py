@@ -437,7 +437,7 @@ def cluster_up(
         timeout=timeout,
     )
     try:
-        cluster = LocalCluster.up(spec)
+        cluster = LocalCluster.up(spec, progress=lambda line: typer.echo(line, err=True))
     except DevClusterError as exc:
         raise _cluster_failed(exc) from None
     _print_cluster(cluster)

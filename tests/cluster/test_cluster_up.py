@@ -24,7 +24,8 @@ from ripplecast.devcluster import (
 from ripplecast.devcluster.processes import liveness
 from support import REDIS, require_redis
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)]
+ON_POSTGRESQL = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+"""A fresh PostgreSQL database for the test (tests/databases.py)."""
 
 
 async def status_of(url: str) -> int:
@@ -35,6 +36,8 @@ async def status_of(url: str) -> int:
         return response.status
 
 
+@pytest.mark.slow
+@ON_POSTGRESQL
 async def test_cluster_up_serves_through_haproxy_lists_its_nodes_and_goes_down(
     db_url: str, run_dir: Path, haproxy: str
 ) -> None:
@@ -83,6 +86,8 @@ async def test_cluster_up_serves_through_haproxy_lists_its_nodes_and_goes_down(
     assert not (run_dir / CLUSTER_FILE).exists()
 
 
+@pytest.mark.slow
+@ON_POSTGRESQL
 async def test_a_killed_node_is_noticed_by_haproxy_and_can_be_started_again(
     db_url: str, run_dir: Path, haproxy: str
 ) -> None:
@@ -118,6 +123,8 @@ async def test_a_killed_node_is_noticed_by_haproxy_and_can_be_started_again(
     assert started_in(run_dir) == []
 
 
+@pytest.mark.slow
+@ON_POSTGRESQL
 async def test_a_node_that_does_not_come_up_is_named_and_nothing_is_left_running(
     db_url: str, run_dir: Path, haproxy: str
 ) -> None:
@@ -146,12 +153,15 @@ async def test_a_node_that_does_not_come_up_is_named_and_nothing_is_left_running
         ({"settings": {"no_such_setting": "1"}}, "'no_such_setting' is not a setting"),
         ({"origins": 0, "edges": 0, "web": 0}, "at least one node"),
         ({"edges": 33}, "--edges must be 0 to 32"),
+        ({"database_url": ""}, "give --database-url"),
+        ({"run_dir": Path("/tmp/" + "d" * 100)}, "too long a path for HAProxy's socket"),
     ],
 )
 def test_unusable_requests_are_refused_before_anything_starts(
-    db_url: str, change: dict[str, object], message: str, tmp_path: Path
+    change: dict[str, object], message: str, tmp_path: Path
 ) -> None:
-    spec = ClusterSpec(database_url=db_url, run_dir=tmp_path / "cluster", **change)  # type: ignore[arg-type]
-    with pytest.raises(DevClusterError, match=message.replace("(", r"\(")):
+    values: dict[str, object] = {"database_url": "postgresql://unused", "run_dir": tmp_path / "c"}
+    spec = ClusterSpec(**(values | change))  # type: ignore[arg-type]
+    with pytest.raises(DevClusterError, match=re.escape(message)):
         LocalCluster.up(spec)
-    assert not (tmp_path / "cluster").exists()
+    assert not spec.run_dir.exists()

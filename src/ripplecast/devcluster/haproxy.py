@@ -23,6 +23,7 @@ from ripplecast.devcluster.errors import DevClusterError
 
 __all__ = [
     "HAPROXY_CANDIDATES",
+    "MAX_SOCKET_PATH",
     "HaproxyLayout",
     "Server",
     "check_config",

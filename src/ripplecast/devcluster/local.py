@@ -40,7 +40,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -252,12 +252,16 @@ class LocalCluster:
     # --- starting -----------------------------------------------------------------------------
 
     @classmethod
-    def up(cls, spec: ClusterSpec) -> LocalCluster:
-        """Migrate the database, start the nodes and HAProxy, and wait until all are ready.
+    def up(
+        cls, spec: ClusterSpec, *, progress: Callable[[str], None] | None = None
+    ) -> LocalCluster:
+        """Migrate the database, start the nodes and HAProxy, and wait until all are ready;
+        `progress` is told what is being done (one line each step).
 
         Raises `DevClusterError` (having stopped whatever it started) when something does not
         come up in `spec.timeout`, and when a cluster already runs in the run dir.
         """
+        say = progress or (lambda _line: None)
         spec.check()
         haproxy_program = spec.haproxy or find_haproxy()
         run_dir = spec.run_dir.resolve()
@@ -277,11 +281,12 @@ class LocalCluster:
         storage_url = spec.storage_url or str(run_dir / "media")
         config_file = str(spec.config_file.resolve()) if spec.config_file else ""
         _check_redis(spec.cache_url)
+        say("migrating the database (ripplecast db upgrade)")
         _upgrade_database(spec, run_dir, config_file)
         cluster = cls._plan(spec, run_dir, storage_url, haproxy_program, config_file)
         cluster.secrets = secret_values
         try:
-            cluster._start_all(spec.timeout)
+            cluster._start_all(spec.timeout, say)
         except BaseException:
             cluster.down()
             raise
@@ -347,11 +352,13 @@ class LocalCluster:
             config_file=config_file,
         )
 
-    def _start_all(self, timeout: float) -> None:
+    def _start_all(self, timeout: float, say: Callable[[str], None]) -> None:
         deadline = time.monotonic() + timeout
+        say(f"starting {len(self.nodes)} nodes: {', '.join(self.nodes)}")
         for node in self.nodes.values():
             self._spawn_node(node)
         self.wait_ready(timeout=timeout)
+        say("starting HAProxy")
         self.write_haproxy_config()
         check_config(self.haproxy.program, self.haproxy.config)
         self.start_haproxy(timeout=max(1.0, deadline - time.monotonic()))

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ripplecast.config import Settings
 from ripplecast.devcluster.errors import DevClusterError
+from ripplecast.devcluster.haproxy import MAX_SOCKET_PATH
 
 __all__ = [
     "CLUSTER_FILE",
@@ -117,6 +118,12 @@ class ClusterSpec:
             )
         if self.base_port is not None and not 1024 <= self.base_port <= 65000:
             raise DevClusterError(f"--base-port must be 1024 to 65000, not {self.base_port}")
+        socket_path = self.run_dir.resolve() / "haproxy.sock"
+        if len(str(socket_path).encode()) > MAX_SOCKET_PATH:
+            raise DevClusterError(
+                f"the run dir {self.run_dir.resolve()} is too long a path for HAProxy's socket "
+                f"in it (at most {MAX_SOCKET_PATH} bytes): use a shorter one"
+            )
         if self.timeout <= 0:
             raise DevClusterError(f"the timeout must be > 0, not {self.timeout}")
         for name in self.settings:
