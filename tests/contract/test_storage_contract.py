@@ -1,6 +1,7 @@
 """One contract for every `Storage`: each test runs on `LocalStorage` (a folder in tmp_path) and
 on `S3Storage` against a real moto S3 server subprocess (tests/s3server.py), each S3 test in a
-fresh bucket; then a few tests of what only one implementation has.
+fresh bucket, and on an edge's `CachingStorage` in front of each; then a few tests of what only
+one implementation has.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiobotocore.session import get_session
 import s3server
 from ripplecast.errors import UsageError
 from ripplecast.storage import (
+    CachingStorage,
     InvalidKey,
     LocalStorage,
     ObjectNotFound,
@@ -57,13 +59,32 @@ BAD_KEYS = [
 class Backend:
     kind: str
     s3_endpoint: str | None
+    cached: bool = False
+    """A `CachingStorage` (an edge's VOD cache) in front of the folder or the bucket."""
 
 
-@pytest.fixture(params=["local", "s3"])
+CACHE_MEMORY_BYTES = 1 * MiB
+"""Bounds of the cached backends: objects up to 1 MiB are kept in memory and on disk, bigger
+ones up to 16 MiB on disk only (read from the file), bigger ones still are passed through."""
+CACHE_DISK_BYTES = 32 * MiB
+CACHE_MAX_OBJECT_BYTES = 16 * MiB
+NOT_FOR_THE_CACHE = {
+    "test_presigned_url": "a cache has no URLs (tests/storage/test_edge_cache.py)",
+    "test_local_path": "a cache has no object files (tests/storage/test_edge_cache.py)",
+    "test_a_failing_stream_leaves_nothing": "leftovers are the inner backend's (run above)",
+    "test_a_cancelled_stream_leaves_nothing": "leftovers are the inner backend's (run above)",
+}
+"""Contract tests that check what only `LocalStorage` or `S3Storage` has, by their class."""
+
+
+@pytest.fixture(params=["local", "s3", "cached-local", "cached-s3"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     kind: str = request.param
-    endpoint = request.getfixturevalue("s3_server") if kind == "s3" else None
-    return Backend(kind, endpoint)
+    cached = kind.startswith("cached-")
+    if cached and request.function.__name__ in NOT_FOR_THE_CACHE:
+        pytest.skip(NOT_FOR_THE_CACHE[request.function.__name__])
+    endpoint = request.getfixturevalue("s3_server") if kind.endswith("s3") else None
+    return Backend(kind, endpoint, cached)
 
 
 @pytest.fixture
@@ -79,6 +100,14 @@ async def make_storage(backend: Backend, tmp_path: Path) -> AsyncIterator[Storag
             storage = LocalStorage(tmp_path / f"media{len(made)}")
         else:
             storage = S3Storage(**s3_storage_kwargs(backend.s3_endpoint, **s3_options))
+        if backend.cached:
+            storage = CachingStorage(
+                storage,
+                memory_bytes=CACHE_MEMORY_BYTES,
+                disk_dir=tmp_path / f"cache{len(made)}",
+                disk_bytes=CACHE_DISK_BYTES,
+                max_object_bytes=CACHE_MAX_OBJECT_BYTES,
+            )
         made.append(storage)
         await storage.start()
         return storage

@@ -23,10 +23,12 @@ from ripplecast.storage.base import (
     check_prefix,
     content_type_for,
 )
+from ripplecast.storage.edge_cache import CachingStorage, open_edge_cache
 from ripplecast.storage.local import LocalStorage
 from ripplecast.storage.s3 import S3Storage
 
 __all__ = [
+    "CachingStorage",
     "InvalidKey",
     "LocalStorage",
     "ObjectInfo",
@@ -37,6 +39,7 @@ __all__ = [
     "check_key",
     "check_prefix",
     "content_type_for",
+    "open_edge_cache",
     "open_storage",
 ]
 
