@@ -53,7 +53,7 @@ from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
 from ripplecast.live.stream import LiveStream, PacketListener
 from ripplecast.protocols.rtmp.server import RtmpServer
-from ripplecast.storage import Storage, open_storage
+from ripplecast.storage import Storage, open_edge_cache, open_storage
 from ripplecast.vod.ffmpeg import find_ffmpeg
 from ripplecast.vod.jobs import JobQueue
 from ripplecast.vod.ladder import parse_ladder
@@ -399,17 +399,7 @@ class Node:
         vod_on = settings.vod_enabled
         self.vod_media: Storage | None = None
         if vod_on and roles.vod_cache:
-            from ripplecast.storage.edge_cache import CachingStorage
-
-            self.vod_media = CachingStorage(
-                self.storage,
-                memory_bytes=settings.vod_edge_cache_memory_bytes,
-                disk_dir=settings.data_dir / "vod-cache"
-                if settings.vod_edge_cache_disk_bytes
-                else None,
-                disk_bytes=settings.vod_edge_cache_disk_bytes,
-                max_object_bytes=settings.vod_edge_cache_max_object_bytes,
-            )
+            self.vod_media = open_edge_cache(self.storage, settings)
         self.http_app = create_app(
             settings,
             self.hub,

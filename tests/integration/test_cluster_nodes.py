@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ import aiohttp
 from ripplecast.cluster import StreamOwnership
 from ripplecast.db.models import Visibility
 from ripplecast.http.live import HTTP_FLV
+from ripplecast.storage import CachingStorage
 from support import (
     REDIS,
     FlvViewer,
@@ -38,7 +40,6 @@ def cluster_settings(**extra: Any) -> dict[str, Any]:
         "cache_url": REDIS,
         "cache_prefix": f"rc-test-{secrets.token_hex(4)}:",
         "worker_enabled": False,
-        "vod_enabled": False,  # TEMP until the edge cache lands
         "cluster_stream_claim_ttl_seconds": 3.0,
         **extra,
     }
@@ -272,3 +273,61 @@ async def test_events_survive_a_dropped_redis_subscription(make_node: NodeFactor
             assert node.rtmp.refused["key_revoked"] == 1
         finally:
             await client.aclose()
+
+
+async def test_edge_serves_vod_from_its_cache_with_one_fetch_per_segment(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """A web+worker node transcodes an upload into the shared storage; an edge serves the
+    video's files through its cache: a burst of requests for one segment costs one fetch."""
+    await require_redis()
+    from media import make_video
+    from vod_support import VOD_SETTINGS, token_for, upload_file, wait_ready
+
+    shared = cluster_settings(
+        **{**VOD_SETTINGS, "worker_enabled": True, "storage_url": str(tmp_path / "media")}
+    )
+    source = await asyncio.to_thread(make_video, tmp_path / "clip.mp4", seconds=4, size="320x240")
+    async with (
+        make_node(role="all", cluster_node_id="all-1", **shared) as home,
+        make_node(role="edge", cluster_node_id="edge-1", **shared) as edge,
+    ):
+        headers = await token_for(home.node, "vera")
+        api = f"{home.http}/api/v1"
+        async with aiohttp.ClientSession() as http:
+            status, created = await upload_file(http, api, headers, source)
+            assert status == 201, created
+            video = await wait_ready(http, api, headers, created["id"], 90)
+            assert video["state"] == "ready", video
+            cache = edge.node.vod_media
+            assert isinstance(cache, CachingStorage)
+            master = f"{edge.http}/vod/{created['id']}/master.m3u8"
+            async with http.get(master) as r:
+                assert r.status == 200, await r.text()
+                variant = next(
+                    line for line in (await r.text()).splitlines() if line.endswith(".m3u8")
+                )
+            base = master.rsplit("/", 1)[0]
+            async with http.get(f"{base}/{variant}") as r:
+                assert r.status == 200
+                segment = next(
+                    line for line in (await r.text()).splitlines() if line.endswith(".ts")
+                )
+            segment_url = f"{base}/{variant.rsplit('/', 1)[0]}/{segment}"
+            if "/" not in variant:
+                segment_url = f"{base}/{segment}"
+            misses_before = cache.misses
+
+            async def get() -> bytes:
+                async with http.get(segment_url) as r:
+                    assert r.status == 200
+                    return await r.read()
+
+            bodies = await asyncio.gather(*(get() for _ in range(50)))
+            assert len(set(bodies)) == 1 and len(bodies[0]) > 1000
+            assert cache.misses - misses_before == 1  # 50 requests, one fetch from storage
+            assert cache.coalesced + cache.hits_memory >= 49
+        # The whole video plays from the edge.
+        ffmpeg = require_program("ffmpeg")
+        code, _, err = await run([ffmpeg, "-v", "error", "-i", master, "-f", "null", "-"], 60)
+        assert code == 0 and not err.strip(), err.decode()
