@@ -586,6 +586,19 @@ def _print_welcome(node: Any) -> None:
     host = settings.public_host
     rtmp = f"rtmp://{host}:{node.rtmp_port}/{settings.rtmp_app}"
     http = f"http://{host}:{node.http_port}"
+    role = settings.role.value
+    if role != "all":
+        # A cluster node: what it serves, by role (the cluster's entry points are HAProxy's).
+        lines = ["", f"Ripplecast node {node.node_id} is running (role {role})."]
+        if node.roles.publish:
+            lines.append(f"  OBS Server:  {rtmp}")
+        if node.roles.rtmp:
+            lines.append(f"  Watch:       {http}/live/NAME.flv   {rtmp}/NAME")
+        if node.roles.web:
+            lines.append(f"  Web:         {http}/")
+        lines += [f"  Health:      {http}/readyz", ""]
+        print("\n".join(lines), flush=True)
+        return
     lines = ["", "Ripplecast is running.", f"  OBS Server:  {rtmp}"]
     first = node.first_run
     if first is not None:

@@ -331,3 +331,39 @@ async def test_edge_serves_vod_from_its_cache_with_one_fetch_per_segment(
         ffmpeg = require_program("ffmpeg")
         code, _, err = await run([ffmpeg, "-v", "error", "-i", master, "-f", "null", "-"], 60)
         assert code == 0 and not err.strip(), err.decode()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_edge_processes_share_their_ports_with_reuse_port(make_node: NodeFactory) -> None:
+    """Two edges bound to the same HTTP and RTMP ports (SO_REUSEPORT): the kernel spreads the
+    viewers over both, and each edge pulls the stream once."""
+    await require_redis()
+    shared = cluster_settings()
+    ports = {"http_port": free_port(), "rtmp_port": free_port(), "reuse_port": True}
+    async with (
+        make_node(role="origin", cluster_node_id="origin-1", **shared) as origin,
+        make_node(role="edge", cluster_node_id="edge-a", **shared, **ports) as first,
+        make_node(role="edge", cluster_node_id="edge-b", **shared, **ports) as second,
+    ):
+        assert first.node.http_port == second.node.http_port == ports["http_port"]
+        async with await start_publisher(origin, "spread", 30):
+            viewers = [FlvViewer(f"{first.http}/live/spread.flv").start() for _ in range(24)]
+            try:
+                await wait_until(lambda: all(v.keyframes >= 1 for v in viewers), 15, "viewers")
+                counts = []
+                for edge in (first, second):
+                    mirror = edge.node.hub.get("spread")
+                    counts.append(mirror.readers_of(HTTP_FLV) if mirror is not None else 0)
+                assert sum(counts) == 24 and min(counts) >= 1, counts  # 2 * 2**-24 to fail
+                stream = origin.node.hub.get("spread")
+                assert stream is not None and stream.readers_of(HTTP_FLV) == 2
+            finally:
+                for viewer in viewers:
+                    await viewer.stop()
