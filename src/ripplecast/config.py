@@ -8,6 +8,7 @@ Secret fields are `SecretStr` or listed in `SECRET_FIELDS` and are masked when s
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -489,11 +490,33 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest VOD file an edge caches (bigger ones are passed through).",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of the load balancers in front, e.g."
+        ' ["10.0.0.0/8"]: from these peers the client\'s address is taken from'
+        " X-Forwarded-For (HTTP) or the PROXY protocol header (RTMP). Empty: the peer's own.",
+    )
+    rtmp_proxy_protocol: bool = Field(
+        False,
+        description="RTMP connections from trusted_proxies may start with a PROXY protocol"
+        " header (HAProxy send-proxy or send-proxy-v2) naming the client; a malformed one is"
+        " refused.",
+    )
     reuse_port: bool = Field(
         False,
         description="Bind the RTMP and HTTP ports with SO_REUSEPORT, so several edge processes"
         " of one machine share them (the kernel spreads the connections).",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, networks: list[str]) -> list[str]:
+        for entry in networks:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return networks
 
     @field_validator("vod_ladder")
     @classmethod

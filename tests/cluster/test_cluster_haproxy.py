@@ -100,8 +100,8 @@ def test_the_generated_config_says_what_the_shipped_example_says() -> None:
 
 def test_servers_are_checked_on_their_http_port() -> None:
     text = render_haproxy_config(layout(1, 1, 1))
-    assert "server origin-1 127.0.0.1:20003 check port 20002" in text
-    assert "server edge-1 127.0.0.1:21003 check port 21002" in text  # edges_rtmp
+    assert "server origin-1 127.0.0.1:20003 send-proxy-v2 check port 20002" in text
+    assert "server edge-1 127.0.0.1:21003 send-proxy-v2 check port 21002" in text  # RTMP
     assert "server edge-1 127.0.0.1:21002 check" in text  # edges (HTTP)
     assert "server web-1 127.0.0.1:22002 check" in text
 

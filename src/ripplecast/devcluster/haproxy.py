@@ -131,7 +131,10 @@ def _servers(servers: Sequence[Server], port: str) -> str:
         if port == "rtmp":
             if not server.rtmp_port:
                 raise DevClusterError(f"server {server.name} has no RTMP port")
-            address = f"{server.host}:{server.rtmp_port} check port {server.http_port}"
+            # The PROXY header tells the node who the publisher or player is.
+            address = (
+                f"{server.host}:{server.rtmp_port} send-proxy-v2 check port {server.http_port}"
+            )
         else:
             address = f"{server.host}:{server.http_port} check"
         lines.append(f"    server {server.name} {address}\n")

@@ -63,6 +63,8 @@ MANAGED_SETTINGS = frozenset(
         "cluster_internal_http_url",
         "cluster_public_http_url",
         "cluster_public_rtmp_url",
+        "trusted_proxies",
+        "rtmp_proxy_protocol",
     }
 )
 """Settings `cluster up` gives every node itself; `ClusterSpec.settings` may not set them."""
@@ -222,6 +224,9 @@ def node_settings(
         "cluster_internal_http_url": f"http://{host}:{http_port}",
         "cluster_public_http_url": f"http://{host}:{http_port}",
         "cluster_public_rtmp_url": f"rtmp://{host}:{rtmp_port}" if rtmp_port else "",
+        # HAProxy runs on this host: its X-Forwarded-For and PROXY headers name the clients.
+        "trusted_proxies": json.dumps([host]),
+        "rtmp_proxy_protocol": "true",
     }
     return values | dict(spec.settings)
 

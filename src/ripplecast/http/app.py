@@ -18,11 +18,13 @@ from ripplecast.http.api.cluster import cluster_router
 from ripplecast.http.api.users import users_router
 from ripplecast.http.api.videos import Signer, videos_router
 from ripplecast.http.api.webhooks import webhooks_router
+from ripplecast.http.client_address import client_address_middleware
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.http.pages import PageRoutes
 from ripplecast.http.redirect import RedirectRoutes
 from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
+from ripplecast.protocols.proxy_header import TrustedProxies
 from ripplecast.storage import Storage
 from ripplecast.vod.service import Videos
 from ripplecast.vod.uploads import Uploads
@@ -54,7 +56,11 @@ def create_app(
     cache in front of the shared storage); without it, `vod`'s storage. With `cluster` (the
     node registry), `/redirect/live/...` and `/redirect/vod/...` send viewers to the
     least-loaded edge and the API lists the nodes (`GET /api/v1/cluster/nodes`, admins)."""
-    app = web.Application(client_max_size=settings.api_max_body_bytes)
+    proxies = TrustedProxies(settings.trusted_proxies)
+    app = web.Application(
+        client_max_size=settings.api_max_body_bytes,
+        middlewares=[client_address_middleware(proxies)] if proxies else [],
+    )
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
     app[LIVE_ROUTES] = live

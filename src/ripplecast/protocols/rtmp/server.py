@@ -29,6 +29,7 @@ from ripplecast.live.sockets import limit_send_buffer
 from ripplecast.live.stream import LiveStream, Reader, StreamEvent
 from ripplecast.media.flv import make_packet
 from ripplecast.media.packet import MediaPacket
+from ripplecast.protocols.proxy_header import ProxyHeader, TrustedProxies, parse_proxy_header
 from ripplecast.protocols.rtmp.session import (
     CommandRefused,
     ConnectRequest,
@@ -119,6 +120,8 @@ class RtmpServer:
         self.admit = admit
         self.claim = claim
         self.accept_publishers = accept_publishers
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        """Balancers whose PROXY header names the client (with `rtmp_proxy_protocol`)."""
         self.limits = SessionLimits(
             max_chunk_size=settings.rtmp_max_chunk_size,
             max_message_size=settings.rtmp_max_message_size,
@@ -210,6 +213,8 @@ class RtmpConnection(asyncio.Protocol):
         self._closing = False
         self._deciding = False
         self._decision_task: asyncio.Task[None] | None = None
+        self._proxy_header: bytes | None = None
+        """Bytes of a PROXY header still being received (None: none expected)."""
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -224,6 +229,8 @@ class RtmpConnection(asyncio.Protocol):
             self._refuse("rtmp_max_connections", "too many connections")
             return
         self.server.connections.add(self)
+        if settings.rtmp_proxy_protocol and self.server.proxies.trusts(self.peer_ip):
+            self._proxy_header = b""
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(
             settings.rtmp_handshake_timeout, self._timeout, "handshake timeout"
@@ -233,6 +240,10 @@ class RtmpConnection(asyncio.Protocol):
         if self._closing:
             return
         self._last_data = time.monotonic()
+        if self._proxy_header is not None:
+            data = self._take_proxy_header(data)
+            if not data:
+                return
         was_handshaking = not self._handshake_done
         try:
             self.session.receive_data(data)
@@ -242,6 +253,28 @@ class RtmpConnection(asyncio.Protocol):
         if was_handshaking and self._handshake_done:
             self._rearm_idle()
         self._process()
+
+    def _take_proxy_header(self, data: bytes) -> bytes:
+        """Read the balancer's PROXY header; return the bytes after it (b"" until complete)."""
+        assert self._proxy_header is not None
+        buffer = self._proxy_header + data
+        if buffer[:1] not in (b"P", b"\r"):
+            # RTMP's first byte is its version (3): a direct connection from the proxy's host.
+            self._proxy_header = None
+            return buffer
+        try:
+            header = parse_proxy_header(buffer)
+        except ProtocolError as exc:
+            self._refuse("proxy_header", f"bad PROXY header from a trusted proxy: {exc}")
+            return b""
+        if not isinstance(header, ProxyHeader):
+            self._proxy_header = buffer
+            return b""
+        self._proxy_header = None
+        if header.client_ip:
+            self.peer = f"{header.client_ip}:{header.client_port}"
+            self.peer_ip = header.client_ip
+        return buffer[header.length :]
 
     def _process(self) -> None:
         """Handle the session's events until one needs the access policy (or none is left)."""
