@@ -185,6 +185,13 @@ async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_worker(
             killed_data_dir = killed.data_dir
             await asyncio.to_thread(cluster.kill, killed.node_id, signal.SIGKILL)
             killed_at = loop.time()
+            # Its ffmpeg dies with it (the kernel's parent-death signal), though it runs in a
+            # session of its own: no transcode outlives its worker.
+            for _ in range(50):
+                if not processes_of(killed_data_dir):
+                    break
+                await asyncio.sleep(0.1)
+            assert processes_of(killed_data_dir) == [], "the killed worker's ffmpeg survived"
             after_kill = await job_row(db)
             # Killed before it finished: the job is still its, and its video not published.
             assert (after_kill.state, after_kill.lease_owner, after_kill.fence) == (
@@ -230,10 +237,8 @@ async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_worker(
     finally:
         await asyncio.to_thread(cluster.down)
         if killed_data_dir is not None:
-            # Known defect, reported: the transcoder runs in a session of its own
-            # (vod/ffmpeg.py), so the SIGKILL of its worker's process group leaves it running
-            # to the end of a transcode nobody will publish. Stopped here, by pid, so that
-            # nothing outlives the test.
+            # Whatever the assertion above saw, nothing started for the killed worker
+            # outlives the test.
             for pid in processes_of(killed_data_dir):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

@@ -79,8 +79,8 @@ async def test_a_killed_worker_s_job_is_finished_by_another_exactly_once(
                 assert r.status == 201
                 video_id = (await r.json())["id"]
 
-            # Worker A: a slow preset so it is surely mid-job when killed. Its own process
-            # group, so SIGKILL takes its ffmpeg with it, as a crashed machine would.
+            # Worker A: a slow preset so it is surely mid-job when killed. SIGKILL takes its
+            # ffmpeg with it (the parent-death signal set at spawn), as a crashed machine would.
             first = await Process.start(
                 [*RIPPLECAST, "worker"],
                 env=worker_env(data_dir, db_url, RIPPLECAST_VOD_X264_PRESET="slow"),

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -200,6 +204,28 @@ class _LineTail:
         return "\n".join(self.lines)
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec: ask the kernel to SIGKILL ffmpeg when this process
+    dies, even by SIGKILL (an OOM kill, `kill -9`), so a transcode never outlives its worker
+    and burns CPU beside the worker that took its job over. None where Linux's prctl is
+    missing."""
+    if _prctl is None:
+        return None
+    prctl = _prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return in_child
+
+
 async def run_ffmpeg(
     argv: Sequence[str],
     *,
@@ -221,6 +247,7 @@ async def run_ffmpeg(
         stderr=asyncio.subprocess.PIPE,
         # Its own session: a Ctrl-C at our terminal is ours to handle, not ffmpeg's.
         start_new_session=True,
+        preexec_fn=_die_with_parent(),
     )
     assert process.stdout is not None
     assert process.stderr is not None
