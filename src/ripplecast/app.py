@@ -27,10 +27,11 @@ from typing import Any
 from aiohttp import web
 
 from ripplecast import __version__
+from ripplecast.accounts.cached_directory import CachedDirectory
 from ripplecast.accounts.credentials import PasswordPolicy, Passwords
 from ripplecast.accounts.directory import DatabaseDirectory
 from ripplecast.accounts.logins import LoginLimits, Logins
-from ripplecast.accounts.policy import AccessPolicy
+from ripplecast.accounts.policy import AccessPolicy, Directory
 from ripplecast.accounts.service import Accounts
 from ripplecast.accounts.signed_urls import signed_query
 from ripplecast.cache import Cache, CacheError, open_cache
@@ -353,8 +354,16 @@ class Node:
                 session_ttl=timedelta(seconds=settings.session_ttl_seconds),
             ),
         )
+        directory: Directory = DatabaseDirectory(self.db)
+        if roles.pull and settings.edge_policy_cache_seconds > 0:
+            directory = CachedDirectory(
+                directory,
+                ttl_seconds=settings.edge_policy_cache_seconds,
+                max_entries=settings.edge_policy_cache_entries,
+            )
+        self.directory = directory
         self.access = AccessPolicy(
-            DatabaseDirectory(self.db),
+            directory,
             secret=self.secret,
             signing_keys=self.signing_keys,
             clock=time.time,

@@ -475,6 +475,17 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         description="Largest FLV tag an edge accepts from an upstream.",
     )
+    edge_policy_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="An edge remembers the access policy's channel and ready-video lookups this"
+        " long (one database query per channel per period, not per viewer request); a change"
+        " of visibility reaches its viewers within it. Credentials are never remembered. 0: off.",
+    )
+    edge_policy_cache_entries: int = Field(
+        10_000, ge=1, description="Most channel and video lookups one edge remembers."
+    )
     vod_edge_cache_memory_bytes: int = Field(
         256 * 1024 * 1024,
         ge=0,

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from ripplecast.accounts.cached_directory import CachedDirectory
 from ripplecast.cluster import StreamOwnership
 from ripplecast.db.models import Visibility
 from ripplecast.http.live import HTTP_FLV
@@ -94,6 +95,10 @@ async def test_edge_pulls_one_upstream_for_every_viewer_and_protocol(
                 _, origin_ts = await fetch(f"{origin.http}/live/show/{common}.ts")
                 _, edge_ts = await fetch(f"{edge.http}/live/show/{common}.ts")
                 assert origin_ts == edge_ts  # same packets, same muxer: the same bytes
+                # The edge asked the database about the channel far less than once a request.
+                directory = edge.node.directory
+                assert isinstance(directory, CachedDirectory)
+                assert directory.hits > directory.misses > 0
             finally:
                 for viewer in viewers:
                     await viewer.stop()
