@@ -1,6 +1,7 @@
-"""The node registry and stream ownership, each test run on `MemoryCache` (with a fake clock,
-moved by the test) and on `RedisCache` against the real Redis at 127.0.0.1:6379 (real short
-TTLs; skipped if Redis is down, failed under RIPPLECAST_REQUIRE_SERVICES=1).
+"""The node registry, stream ownership and the live directory, each test run on `MemoryCache`
+(with a fake clock, moved by the test) and on `RedisCache` against the real Redis at
+127.0.0.1:6379 (real short TTLs; skipped if Redis is down, failed under
+RIPPLECAST_REQUIRE_SERVICES=1).
 
 On Redis every test uses a fresh random prefix, several clients (as separate nodes would) and
 deletes its keys afterwards.
@@ -30,6 +31,19 @@ from ripplecast.cluster import (
     NodeRegistry,
     RegistryFull,
     StreamOwnership,
+)
+from ripplecast.cluster.live import (
+    LIVE_INDEX,
+    MAX_SUMMARY_BYTES,
+    STREAM_KEY_PREFIX,
+    VIEWERS_KEY_PREFIX,
+    AudioSummary,
+    DirectoryFull,
+    EdgeViewers,
+    LiveDirectory,
+    StreamSummary,
+    VideoSummary,
+    ViewerCount,
 )
 from ripplecast.cluster.ownership import OWNER_KEY_PREFIX
 from ripplecast.cluster.registry import NODE_INDEX, NODE_KEY_PREFIX
@@ -556,3 +570,169 @@ async def test_a_damaged_ownership_record_is_a_cluster_error(backend: Backend) -
         with pytest.raises(ClusterError, match="damaged"):
             await a.owner("show")
         assert await a.claim("show") is None  # still held: nobody can take it
+
+
+# -- live directory --------------------------------------------------------------------------
+
+
+def summary(name: str = "show", origin: str = "origin-a", **changes: object) -> StreamSummary:
+    values: dict[str, object] = {
+        "name": name,
+        "origin": origin,
+        "state": "live",
+        "started_at": 1_699_999_500.25,
+        "ingest_bitrate": 2_500_000.5,
+        "publishes": 2,
+        "video": VideoSummary("h264", "avc1.64001f", 1280, 720, 29.97),
+        "audio": AudioSummary("aac", "mp4a.40.2", 48_000, 2),
+        "viewers": ViewerCount(http_flv=3, rtmp=1, hls=0),
+    }
+    values.update(changes)
+    return StreamSummary(**values)  # type: ignore[arg-type]
+
+
+def directory(backend: Backend, ttl: float = STABLE_TTL, **kw: int) -> LiveDirectory:
+    return LiveDirectory(backend.client(), ttl_seconds=ttl, clock=backend.clock, **kw)
+
+
+async def test_a_published_summary_is_read_by_every_client(backend: Backend) -> None:
+    origin = directory(backend)
+    web = directory(backend)
+    before = backend.clock()
+    stored = await origin.publish(summary())
+    await origin.publish(summary("alpha", video=None, audio=None, state="waiting"))
+    assert before <= stored.updated_at <= backend.clock()
+    assert stored == summary(updated_at=stored.updated_at)  # no edge: counts unchanged
+    assert await web.names() == ["alpha", "show"]
+    listed = await web.summaries(["show", "nosuch", "../x", "alpha"])
+    assert [s.name for s in listed] == ["show", "alpha"]
+    assert listed[0] == stored
+    assert listed[1].video is None and listed[1].state == "waiting"
+    assert await web.summary("nosuch") is None
+    assert await web.summary("") is None  # not a stream name: not live either
+
+
+async def test_edges_viewers_are_summed_and_their_upstreams_not_counted(backend: Backend) -> None:
+    origin = directory(backend)
+    edge_1, edge_2, web = directory(backend), directory(backend), directory(backend)
+    await edge_1.report_viewers(
+        "show", EdgeViewers("edge-1", ViewerCount(10, 2, 5), pulling_from="origin-a")
+    )
+    await edge_2.report_viewers(
+        "show", EdgeViewers("edge-2", ViewerCount(1, 0, 0), pulling_from="origin-a")
+    )
+    # An edge still reading the stream's previous origin: its upstream is not one of ours.
+    await edge_2.report_viewers(
+        "other", EdgeViewers("edge-2", ViewerCount(4, 0, 0), pulling_from="origin-old")
+    )
+    assert [r.node_id for r in await web.edge_viewers("show")] == ["edge-1", "edge-2"]
+    # The origin counts three HTTP-FLV readers: the two edges' upstreams and one viewer.
+    stored = await origin.publish(summary(viewers=ViewerCount(http_flv=3, rtmp=1)))
+    assert stored.viewers == ViewerCount(http_flv=1, rtmp=1)
+    assert stored.edge_viewers == ViewerCount(11, 2, 5)
+    assert stored.total_viewers == ViewerCount(12, 3, 5)
+    assert (await web.summary("show")) == stored
+    other = await origin.publish(summary("other", viewers=ViewerCount()))
+    assert other.viewers == ViewerCount() and other.edge_viewers == ViewerCount(4, 0, 0)
+    # Counts never go below zero when a report is newer than the origin's count.
+    assert await edge_1.withdraw_viewers("show", "edge-1") is True
+    assert await edge_1.withdraw_viewers("show", "edge-1") is False
+    stored = await origin.publish(summary(viewers=ViewerCount()))
+    assert stored.viewers == ViewerCount() and stored.edge_viewers == ViewerCount(1, 0, 0)
+
+
+async def test_summaries_and_reports_expire_without_renewal(backend: Backend) -> None:
+    origin = directory(backend, LONG_TTL)
+    edge = directory(backend, LONG_TTL)
+    await origin.publish(summary("quiet"))
+    await origin.publish(summary("renewed"))
+    await edge.report_viewers("renewed", EdgeViewers("edge-1", ViewerCount(7, 0, 0)))
+    await backend.advance(LONG_TTL / 2)
+    await origin.publish(summary("renewed"))
+    await backend.advance(LONG_TTL / 2 + 0.1)
+    assert await origin.names() == ["renewed"]
+    assert await origin.summary("quiet") is None
+    assert await origin.edge_viewers("renewed") == []  # the edge stopped reporting
+    stored = await origin.publish(summary("renewed"))
+    assert stored.edge_viewers == ViewerCount()
+    await backend.advance(LONG_TTL + 0.1)
+    assert await origin.names() == []
+
+
+async def test_remove_unlists_only_the_summary_this_origin_wrote(backend: Backend) -> None:
+    old = directory(backend)
+    new = directory(backend)
+    await old.publish(summary("show", origin="origin-a"))
+    await old.publish(summary("gone", origin="origin-a"))
+    assert await old.remove("gone") is True
+    assert await old.remove("gone") is False
+    # The publisher moved to origin-b, which published before origin-a noticed its stream end.
+    taken = await new.publish(summary("show", origin="origin-b"))
+    assert await old.remove("show") is False
+    assert await new.names() == ["show"]
+    assert await new.summary("show") == taken
+    assert await new.remove("show") is True
+    assert await old.names() == []
+
+
+async def test_the_directory_is_bounded(backend: Backend) -> None:
+    origin = directory(backend, LONG_TTL, max_streams=2, max_edges=1)
+    await origin.publish(summary("a"))
+    await origin.publish(summary("b"))
+    with pytest.raises(DirectoryFull, match="2 streams"):
+        await origin.publish(summary("c"))
+    assert await origin.summary("c") is None
+    await origin.publish(summary("b"))  # a listed stream may always be refreshed
+    assert await origin.report_viewers("a", EdgeViewers("edge-1", ViewerCount())) is True
+    assert await origin.report_viewers("a", EdgeViewers("edge-2", ViewerCount())) is False
+    assert [r.node_id for r in await origin.edge_viewers("a")] == ["edge-1"]
+    # More names than max_streams are read in several round trips, not refused.
+    assert [s.name for s in await origin.summaries(["a", "b", "c", "a"])] == ["a", "b", "a"]
+    short = directory(backend, max_name_length=4)
+    with pytest.raises(ClusterInputError, match="1-4 characters"):
+        await short.publish(summary("toolong"))
+
+
+async def test_an_undecodable_summary_or_report_is_skipped_and_counted(backend: Backend) -> None:
+    cache = backend.client()
+    live = LiveDirectory(cache, ttl_seconds=STABLE_TTL, clock=backend.clock)
+    await live.publish(summary("good"))
+    for name, record in (
+        ("garbage", b"\xff not json"),
+        ("future", summary("future").to_json().replace(b'"v":1', b'"v":2')),
+        ("impostor", summary("someone-else").to_json()),
+        ("huge", b" " * (MAX_SUMMARY_BYTES + 1)),
+        ("negative", summary("negative").to_json().replace(b'"viewers":[3,', b'"viewers":[-3,')),
+    ):
+        await cache.index_add(LIVE_INDEX, name, ttl=30, max_members=10)
+        await cache.set(STREAM_KEY_PREFIX + name, record, ttl=30)
+    names = await live.names()
+    assert [s.name for s in await live.summaries(names)] == ["good"]
+    assert live.invalid_records == 5
+    await cache.index_add(VIEWERS_KEY_PREFIX + "good", "edge-x", ttl=30, max_members=10)
+    await cache.set(VIEWERS_KEY_PREFIX + "good:edge-x", b"[]", ttl=30)
+    assert await live.edge_viewers("good") == []
+    assert live.invalid_records == 6
+
+
+def test_summaries_refuse_values_the_directory_cannot_hold() -> None:
+    for bad in (
+        {"name": "a/b"},
+        {"origin": "no spaces"},
+        {"state": "ended"},
+        {"started_at": math.nan},
+        {"publishes": -1},
+    ):
+        with pytest.raises(ClusterInputError):
+            summary(**bad)
+    with pytest.raises(ClusterInputError):
+        VideoSummary("h264", "avc1 with spaces")
+    with pytest.raises(ClusterInputError):
+        AudioSummary("x" * 65)
+    with pytest.raises(ClusterInputError):
+        ViewerCount(http_flv=-1)
+    with pytest.raises(ClusterInputError):
+        EdgeViewers("edge-1", ViewerCount(), pulling_from="bad id")
+    whole = summary(edge_viewers=ViewerCount(1, 2, 3), updated_at=1_700_000_000.5)
+    assert StreamSummary.from_json(whole.to_json()) == whole
+    assert len(summary(name="x" * 255).to_json()) < MAX_SUMMARY_BYTES
