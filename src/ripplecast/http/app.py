@@ -15,6 +15,7 @@ from ripplecast.http.api import Publishers, install_api, streams_router
 from ripplecast.http.api.auth import auth_router
 from ripplecast.http.api.channels import channels_router
 from ripplecast.http.api.cluster import cluster_router
+from ripplecast.http.api.streams import LiveView
 from ripplecast.http.api.users import users_router
 from ripplecast.http.api.videos import Signer, videos_router
 from ripplecast.http.api.webhooks import webhooks_router
@@ -47,6 +48,7 @@ def create_app(
     rtmp_port: Callable[[], int] | None = None,
     vod_media: Storage | None = None,
     cluster: NodeRegistry | None = None,
+    live_view: LiveView | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
@@ -55,7 +57,9 @@ def create_app(
     show in the OBS set-up. `vod_media` is the storage `/vod/...` is served from (an edge's
     cache in front of the shared storage); without it, `vod`'s storage. With `cluster` (the
     node registry), `/redirect/live/...` and `/redirect/vod/...` send viewers to the
-    least-loaded edge and the API lists the nodes (`GET /api/v1/cluster/nodes`, admins)."""
+    least-loaded edge and the API lists the nodes (`GET /api/v1/cluster/nodes`, admins).
+    `live_view` is where the streams API and the pages learn which streams are live (a web
+    node: the cluster's live directory); without it, `hub`."""
     proxies = TrustedProxies(settings.trusted_proxies)
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
@@ -76,7 +80,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     streams = streams_router(
-        hub, max_name_length=settings.stream_name_max_length, publishers=publishers
+        hub, max_name_length=settings.stream_name_max_length, publishers=publishers, live=live_view
     )
     routers = [streams]
     csrf_secret = None
@@ -116,6 +120,7 @@ def create_app(
             publishers=publishers,
             rtmp_port=rtmp_port,
             vendor_dir=settings.web_vendor_dir,
+            live=live_view,
         ).register(app)
     install_api(app, routers, authorize=authorize, csrf_secret=csrf_secret)
     return app

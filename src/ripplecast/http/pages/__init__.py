@@ -34,7 +34,7 @@ from aiohttp import web
 from ripplecast.accounts.logins import Logins
 from ripplecast.accounts.service import Accounts
 from ripplecast.config import Settings
-from ripplecast.http.api.streams import Publishers
+from ripplecast.http.api.streams import HubView, LiveView, Publishers
 from ripplecast.http.api.videos import Signer
 from ripplecast.http.live import Authorize
 from ripplecast.http.pages.accounts import AccountPages
@@ -57,7 +57,9 @@ class PageRoutes:
     """The page handlers of a node; `register(app)` adds them.
 
     Without `videos` and `uploads` the video pages answer 404 and the others show no videos;
-    `rtmp_port` (else the publishers' own `port`) is the RTMP port the dashboard tells OBS."""
+    `rtmp_port` (else the publishers' own `port`) is the RTMP port the dashboard tells OBS.
+    `live` says which streams are live (the cluster's directory on a web node); without it,
+    `hub` does, and an admin's kick goes to `publishers`."""
 
     def __init__(
         self,
@@ -75,10 +77,11 @@ class PageRoutes:
         rtmp_port: Callable[[], int] | None = None,
         vendor_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
+        live: LiveView | None = None,
     ) -> None:
         context = PageContext(
             settings,
-            hub,
+            live if live is not None else HubView(hub, publishers=publishers, clock=clock),
             authorize,
             accounts=accounts,
             secret=secret,
@@ -88,11 +91,11 @@ class PageRoutes:
         vendor = vendor_dir if vendor_dir is not None else default_vendor_dir()
         # In this order on the router, as the page list above reads.
         self._groups: tuple[RouteGroup, ...] = (
-            WatchPages(context, signer=signer, clock=clock),
+            WatchPages(context, signer=signer),
             AccountPages(context, logins=logins),
             DashboardPages(context, publishers=publishers, rtmp_port=rtmp_port),
             VideoPages(context),
-            AdminPages(context, publishers=publishers, clock=clock),
+            AdminPages(context),
             AssetRoutes(vendor),
         )
 

@@ -7,14 +7,12 @@ form; settings are shown masked, never with their secrets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from aiohttp import web
 
 from ripplecast.accounts.policy import Principal
 from ripplecast.accounts.service import AccountError, NotFound
 from ripplecast.db.models import Role, VideoState
-from ripplecast.http.api.streams import KICK_REASON, Publishers, describe_stream
+from ripplecast.http.api.streams import KICK_REASON, LiveViewUnavailable
 from ripplecast.http.pages.base import (
     LIST_LIMIT,
     PageContext,
@@ -22,7 +20,6 @@ from ripplecast.http.pages.base import (
     retry_transcoding,
     video_id,
 )
-from ripplecast.live.stream import StreamState
 from ripplecast.web.views import (
     FormError,
     PageError,
@@ -45,16 +42,8 @@ JOB_LIST_STATES = (VideoState.FAILED, VideoState.PROCESSING)
 class AdminPages:
     """What administrators see and do."""
 
-    def __init__(
-        self,
-        context: PageContext,
-        *,
-        publishers: Publishers | None,
-        clock: Callable[[], float],
-    ) -> None:
+    def __init__(self, context: PageContext) -> None:
         self._ctx = context
-        self._publishers = publishers
-        self._clock = clock
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Add this group's routes to `router`."""
@@ -75,8 +64,7 @@ class AdminPages:
         """The admin page, for a visitor known to be an administrator."""
         ctx = self._ctx
         users, user_total = await ctx.accounts.users(limit=LIST_LIMIT)
-        now = self._clock()
-        streams = [describe_stream(s, now) for s in ctx.active_streams()]
+        streams = await ctx.active_streams()
         jobs: list[VideoCard] = []
         if ctx.videos is not None:
             for state in JOB_LIST_STATES:
@@ -119,14 +107,14 @@ class AdminPages:
         """End a live stream and disconnect its publisher."""
         admin = _need_admin(visitor)
         await self._ctx.form(request, visitor)
-        stream = self._ctx.hub.get(request.match_info["name"])
-        if stream is None or stream.state is StreamState.ENDED:
+        name = request.match_info["name"]
+        try:
+            kicked = await self._ctx.live.kick(name, KICK_REASON)
+        except LiveViewUnavailable as exc:
+            raise PageError(503, "The live streams cannot be reached right now.") from exc
+        if not kicked:
             raise PageError(404, "That stream is not live.")
-        stream.end(KICK_REASON)
-        kicked = self._publishers.kick_stream(stream.name, KICK_REASON) if self._publishers else 0
-        log.info(
-            "web stream %s kicked by %s (%d publisher(s))", stream.name, admin.username, kicked
-        )
+        log.info("web stream %s kicked by %s", name, admin.username)
         raise Redirect("/admin?msg=stream-kicked")
 
     async def admin_retry(self, request: web.Request, visitor: Visitor) -> web.StreamResponse:

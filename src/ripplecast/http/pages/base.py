@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -28,9 +28,9 @@ from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Scope
 from ripplecast.accounts.service import Accounts, NotFound
 from ripplecast.config import Settings
 from ripplecast.db.models import Channel
+from ripplecast.http.api.models import StreamInfo
+from ripplecast.http.api.streams import LiveView, LiveViewUnavailable
 from ripplecast.http.live import SESSION_COOKIE, Authorize, request_credentials
-from ripplecast.live.hub import Hub
-from ripplecast.live.stream import LiveStream, StreamState
 from ripplecast.vod.service import VideoNotFound, VideoNotRetryable, Videos, Viewer
 from ripplecast.vod.uploads import Uploads
 from ripplecast.web import CONTENT_SECURITY_POLICY, make_environment
@@ -77,7 +77,7 @@ class PageContext:
     def __init__(
         self,
         settings: Settings,
-        hub: Hub,
+        live: LiveView,
         authorize: Authorize,
         *,
         accounts: Accounts,
@@ -86,7 +86,8 @@ class PageContext:
         uploads: Uploads | None,
     ) -> None:
         self.settings = settings
-        self.hub = hub
+        self.live = live
+        """Which streams are live: this node's hub, or the cluster's live directory."""
         self.accounts = accounts
         self.videos = videos
         """The video catalogue, or None when videos on demand are disabled."""
@@ -219,15 +220,26 @@ class PageContext:
         except NotFound:
             return None
 
-    def is_live(self, slug: str) -> bool:
-        """True if the stream `slug` is live now."""
-        stream = self.hub.get(slug)
-        return stream is not None and stream.state is StreamState.LIVE
+    async def is_live(self, slug: str) -> bool:
+        """True if the stream `slug` is live now (not waiting for its publisher)."""
+        return slug in await self.live_names([slug])
 
-    def active_streams(self) -> list[LiveStream]:
-        """The hub's streams that have not ended, by name."""
-        streams = sorted(self.hub, key=lambda s: s.name)
-        return [s for s in streams if s.state is not StreamState.ENDED]
+    async def live_names(self, slugs: Sequence[str]) -> set[str]:
+        """Those of `slugs` whose streams are live now (none when that cannot be read)."""
+        try:
+            found = await self.live.describe_many(slugs)
+        except LiveViewUnavailable as exc:
+            log.warning("web: live streams unknown, shown offline: %s", exc)
+            return set()
+        return {info.name for info in found if info.state == "live"}
+
+    async def active_streams(self) -> list[StreamInfo]:
+        """The streams that have not ended, by name (none when that cannot be read)."""
+        try:
+            return await self.live.describe_many(await self.live.names())
+        except LiveViewUnavailable as exc:
+            log.warning("web: live streams unknown, none listed: %s", exc)
+            return []
 
     def need_vod(self) -> tuple[Videos, Uploads]:
         """The video catalogue and uploads; a 404 page when videos on demand are disabled."""

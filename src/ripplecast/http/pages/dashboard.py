@@ -90,12 +90,13 @@ class DashboardPages:
         accounts = self._ctx.accounts
         user = visitor.user
         rows, _ = await accounts.channels(owner_id=user.user_id, limit=LIST_LIMIT)
+        live = await self._ctx.live_names([row.slug for row in rows])
         channels = []
         for row in rows:
             keys = await accounts.stream_keys(row.slug, visitor.actor)
             channels.append(
                 (
-                    channel_card(row, live=self._ctx.is_live(row.slug)),
+                    channel_card(row, live=row.slug in live),
                     [key_row(k) for k in keys if k.revoked_at is None],
                     sum(1 for k in keys if k.revoked_at is not None),
                 )

@@ -8,18 +8,15 @@ the player carry a signed grant when the visitor may play but the player could n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from ripplecast.db.models import VideoState, Visibility
-from ripplecast.http.api.streams import describe_stream
 from ripplecast.http.api.videos import Signer
 from ripplecast.http.live import signed_params
 from ripplecast.http.pages.base import LIST_LIMIT, PageContext, video_id
 from ripplecast.live.names import InvalidStreamName, validate_stream_name
-from ripplecast.live.stream import StreamState
 from ripplecast.vod.service import VideoNotFound, Viewer
 from ripplecast.web.views import (
     ChannelCard,
@@ -46,12 +43,9 @@ SEARCH_SCAN = 1000
 class WatchPages:
     """The viewers' pages."""
 
-    def __init__(
-        self, context: PageContext, *, signer: Signer | None, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, context: PageContext, *, signer: Signer | None) -> None:
         self._ctx = context
         self._signer = signer
-        self._clock = clock
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Add this group's routes to `router`."""
@@ -68,28 +62,24 @@ class WatchPages:
         return self._ctx.render(visitor, "home.html", live=live, videos=videos)
 
     async def _live_cards(self, request: web.Request, visitor: Visitor) -> list[LiveCard]:
-        now = self._clock()
         cards: list[LiveCard] = []
-        for stream in self._ctx.active_streams():
+        for info in await self._ctx.active_streams():
             if len(cards) >= LIST_LIMIT:
                 break
-            if stream.state is StreamState.ENDED:  # it may end while earlier ones are looked up
-                continue
-            channel = await self._ctx.channel_or_none(stream.name)
+            channel = await self._ctx.channel_or_none(info.name)
             # Listed: public channels (and, in open mode, streams without a channel); the
             # visitor's own channels whatever their visibility.
             hidden = channel is not None and channel.visibility is not Visibility.PUBLIC
             if hidden and channel is not None and not visitor.owns(channel):
                 continue
-            if not await self._ctx.may_play(request, f"/live/{stream.name}"):
+            if not await self._ctx.may_play(request, f"/live/{info.name}"):
                 continue
-            info = describe_stream(stream, now)
             video = info.video
             resolution = f"{video.width}x{video.height}" if video and video.width else ""
             cards.append(
                 LiveCard(
-                    slug=stream.name,
-                    title=(channel.title if channel is not None else "") or stream.name,
+                    slug=info.name,
+                    title=(channel.title if channel is not None else "") or info.name,
                     viewers=info.viewers.total,
                     uptime_seconds=info.uptime_seconds,
                     resolution=resolution,
@@ -108,7 +98,7 @@ class WatchPages:
         videos = []
         if channel is not None:
             videos = await self._public_videos(owner_id=channel.owner_id, limit=CHANNEL_VIDEOS)
-        live = self._ctx.is_live(slug)
+        live = await self._ctx.is_live(slug)
         return self._ctx.render(
             visitor,
             "channel.html",
@@ -164,11 +154,9 @@ class WatchPages:
         if query:
             videos = await self._public_videos(search=query, limit=LIST_LIMIT)
             found, _ = await self._ctx.accounts.channels(listed_only=True, limit=SEARCH_SCAN)
-            channels = [
-                channel_card(c, live=self._ctx.is_live(c.slug))
-                for c in found
-                if channel_matches(c, query)
-            ][:LIST_LIMIT]
+            matched = [c for c in found if channel_matches(c, query)][:LIST_LIMIT]
+            live = await self._ctx.live_names([c.slug for c in matched])
+            channels = [channel_card(c, live=c.slug in live) for c in matched]
         return self._ctx.render(visitor, "search.html", q=query, videos=videos, channels=channels)
 
     # ------------------------------------------------------------------------------------
