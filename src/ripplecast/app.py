@@ -38,6 +38,7 @@ from ripplecast.cache import Cache, CacheError, open_cache
 from ripplecast.cluster import (
     Addresses,
     ClusterError,
+    ClusterInputError,
     Heartbeat,
     NodeInfo,
     NodeLoad,
@@ -45,14 +46,16 @@ from ripplecast.cluster import (
     StreamOwnership,
 )
 from ripplecast.cluster.claims import OwnedStreams
+from ripplecast.cluster.live import DirectoryFull, EdgeViewers, LiveDirectory, ViewerCount
 from ripplecast.config import NodeRole, PublishMode, Settings
 from ripplecast.db import Database, database_url_for
 from ripplecast.db.models import Role
 from ripplecast.edge.pull import EdgePuller, Origin
+from ripplecast.http.api.streams import DirectoryView, describe_stream, summary_of
 from ripplecast.http.app import create_app
 from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
-from ripplecast.live.stream import LiveStream, PacketListener
+from ripplecast.live.stream import LiveStream, PacketListener, StreamState
 from ripplecast.protocols.rtmp.server import RtmpServer
 from ripplecast.storage import Storage, open_edge_cache, open_storage
 from ripplecast.vod.ffmpeg import find_ffmpeg
@@ -77,6 +80,10 @@ SECRET_FILE = "secret.key"
 EVENTS_CHANNEL = "events"
 RESUBSCRIBE_SECONDS = 1.0
 """Wait before the events subscription is opened again after it ended."""
+KICK_REASON_MAX_LENGTH = 200
+"""Longest reason a kick event carries into logs and to the stream's viewers."""
+MAX_UNLISTED_REPORTED = 100
+"""Stream names whose refusal by the live directory is logged (once each)."""
 DEFAULT_STREAM = "main"
 FIRST_ADMIN = "admin"
 
@@ -248,6 +255,23 @@ def registry_for(settings: Settings, cache: Cache) -> NodeRegistry:
     )
 
 
+def live_directory_for(settings: Settings, cache: Cache) -> LiveDirectory:
+    """The cluster's live directory in the shared cache: written as often as the stream claims
+    are renewed and expiring with them."""
+    return LiveDirectory(
+        cache,
+        ttl_seconds=settings.cluster_stream_claim_ttl_seconds,
+        # A web node lists at most as many streams as one edge may mirror at once.
+        max_streams=settings.edge_max_upstreams,
+        max_edges=settings.cluster_max_nodes,
+        max_name_length=settings.stream_name_max_length,
+    )
+
+
+def _ended(stream: LiveStream) -> bool:
+    return stream.state is StreamState.ENDED
+
+
 class Roles:
     """What a node of each role runs (`ripplecast serve --role`)."""
 
@@ -269,6 +293,12 @@ class Roles:
         """`/vod/...` served through the edge cache."""
         self.worker = every or role is NodeRole.WORKER
         """A transcoding worker in the process (if `worker_enabled`)."""
+        self.announce_live = role is NodeRole.ORIGIN
+        """Summaries of the streams it owns published to the cluster's live directory."""
+        self.report_viewers = role is NodeRole.EDGE
+        """Its viewers of each stream it mirrors reported to the live directory."""
+        self.read_directory = role is NodeRole.WEB
+        """Pages and the streams API answer from the live directory (its own hub is empty)."""
 
 
 class CpuMeter:
@@ -383,6 +413,13 @@ class Node:
                 self._ownership(), is_live=self._is_live, on_lost=self._ownership_lost
             )
             self.hub.on_stream_ended.append(self._release_claim)
+        self.live_directory: LiveDirectory | None = None
+        self._live_task: asyncio.Task[None] | None = None
+        self._unlisted: set[str] = set()
+        if roles.announce_live or roles.report_viewers or roles.read_directory:
+            self.live_directory = live_directory_for(settings, self.cache)
+        if roles.announce_live or roles.report_viewers:
+            self.hub.on_stream_ended.append(self._unlist)
         self.puller: EdgePuller | None = None
         if roles.pull:
             self.puller = EdgePuller(
@@ -423,6 +460,9 @@ class Node:
             else None,
             vod_media=self.vod_media if vod_on and roles.vod else None,
             cluster=self.registry if roles.web else None,
+            live_view=DirectoryView(self.live_directory, announce_kick=self._announce_stream_kicked)
+            if roles.read_directory and self.live_directory is not None
+            else None,
         )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -483,6 +523,8 @@ class Node:
         if self.claims is not None:
             self.claims.start()
         await self.heartbeat.start()
+        if roles.announce_live or roles.report_viewers:
+            self._live_task = asyncio.create_task(self._share_live_forever(), name="live directory")
         self._ready = True
         log.info(
             "ripplecast node %s (role %s) listening: %shttp port %d",
@@ -533,6 +575,91 @@ class Node:
         if info is None or not info.internal.http:
             return None
         return Origin(info.node_id, info.internal.http)
+
+    async def _share_live_forever(self) -> None:
+        """Every third of the claim TTL: an origin publishes the summary of each stream it owns,
+        an edge reports its viewers of each stream it mirrors. A cache outage is logged once
+        and retried; the records then expire and come back with the next round."""
+        interval = self.settings.cluster_stream_claim_ttl_seconds / 3
+        failing = False
+        while True:
+            try:
+                await self._share_live()
+            except (CacheError, ClusterError) as exc:
+                if not failing:
+                    log.warning("live directory: cannot write, retrying: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("live directory: writing works again")
+                failing = False
+            await asyncio.sleep(interval)
+
+    async def _share_live(self) -> None:
+        if self.roles.announce_live and self.claims is not None:
+            for name in self.claims.held():
+                stream = self.hub.get(name)
+                if stream is not None:
+                    await self._publish_summary(stream)
+        if self.roles.report_viewers:
+            for stream in self.hub:
+                await self._report_viewers(stream)
+
+    async def _publish_summary(self, stream: LiveStream) -> None:
+        """Publish `stream`'s summary to the live directory (an origin owning it)."""
+        directory = self.live_directory
+        if directory is None or _ended(stream):
+            return
+        try:
+            await directory.publish(summary_of(describe_stream(stream, time.time()), self.node_id))
+        except (DirectoryFull, ClusterInputError) as exc:
+            if stream.name not in self._unlisted and len(self._unlisted) < MAX_UNLISTED_REPORTED:
+                self._unlisted.add(stream.name)
+                log.warning("stream %s: not in the live directory: %s", stream.name, exc)
+            return
+        if _ended(stream):  # it ended while this was published: unlist it again
+            await directory.remove(stream.name)
+
+    async def _report_viewers(self, stream: LiveStream) -> None:
+        """Report this edge's viewers of the mirrored `stream` to the live directory."""
+        if self.live_directory is None or _ended(stream):
+            return
+        viewers = describe_stream(stream, time.time()).viewers
+        upstream = self.puller.upstreams.get(stream.name) if self.puller is not None else None
+        origin = upstream.origin if upstream is not None else None
+        report = EdgeViewers(
+            self.node_id,
+            ViewerCount(viewers.http_flv, viewers.rtmp, viewers.hls),
+            pulling_from=origin.node_id if origin is not None else "",
+        )
+        if not await self.live_directory.report_viewers(stream.name, report):
+            log.debug("stream %s: viewers not reported: too many edges report", stream.name)
+
+    def _unlist(self, stream: LiveStream) -> None:
+        """The stream ended here: its summary (origin) or viewers (edge) leave the directory."""
+        self._background_loop(self._unlist_now(stream.name), "live directory removal")
+
+    async def _unlist_now(self, name: str) -> None:
+        directory = self.live_directory
+        if directory is None:
+            return
+        try:
+            if self.roles.announce_live:
+                await directory.remove(name)
+            if self.roles.report_viewers:
+                await directory.withdraw_viewers(name, self.node_id)
+        except (CacheError, ClusterError) as exc:
+            log.warning("stream %s: left in the live directory until it expires: %s", name, exc)
+
+    async def _publish_now(self, name: str) -> None:
+        """A publisher just started `name` here: list it at once rather than at the next round."""
+        stream = self.hub.get(name)
+        if stream is None or self.claims is None or name not in self.claims.held():
+            return
+        try:
+            await self._publish_summary(stream)
+        except (CacheError, ClusterError) as exc:
+            log.warning("stream %s: not listed yet in the live directory: %s", name, exc)
 
     def _node_info(self) -> NodeInfo:
         """What this node tells the registry in each heartbeat."""
@@ -597,6 +724,9 @@ class Node:
             task = asyncio.create_task(self._note_key_use(key_id))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        name = data.get("stream")
+        if event == "on_publish" and self.roles.announce_live and isinstance(name, str):
+            self._background_loop(self._publish_now(name), "live directory listing")
 
     def _background_loop(self, work: Coroutine[Any, Any, None], what: str) -> None:
         task = asyncio.create_task(work, name=what)
@@ -626,6 +756,11 @@ class Node:
         event = {"type": "streams_closed", "names": names}
         await self.cache.publish(EVENTS_CHANNEL, json.dumps(event).encode())
 
+    async def _announce_stream_kicked(self, name: str, reason: str) -> None:
+        """Tell every node to end stream `name` (the origin that has it does)."""
+        event = {"type": "stream_kicked", "name": name, "reason": reason}
+        await self.cache.publish(EVENTS_CHANNEL, json.dumps(event).encode())
+
     def _on_event(self, event: dict[str, object]) -> None:
         kind, key_id, names = event.get("type"), event.get("id"), event.get("names")
         if kind == "stream_key_revoked" and isinstance(key_id, int):
@@ -635,6 +770,18 @@ class Node:
             for name in names:
                 if isinstance(name, str) and self.rtmp.kick_stream(name, "account disabled"):
                     log.info("stream %s: publisher kicked (account disabled)", name)
+        elif kind == "stream_kicked" and self.roles.publish:
+            self._on_stream_kicked(event.get("name"), event.get("reason"))
+
+    def _on_stream_kicked(self, name: object, reason: object) -> None:
+        """A kick from any node (a web node's admin): end the stream if it is live here."""
+        if not isinstance(name, str) or (stream := self.hub.get(name)) is None or _ended(stream):
+            return
+        why = reason[:KICK_REASON_MAX_LENGTH] if isinstance(reason, str) else "kicked"
+        # End first, so the publisher's disconnect finds an ended stream and no grace period.
+        stream.end(why)
+        kicked = self.rtmp.kick_stream(name, why)
+        log.info("stream %s ended: %s (%d publisher(s) closed)", name, why, kicked)
 
     async def _listen_events(self, listening: asyncio.Event) -> None:
         """Act on events from any node (through the cache's pub/sub): kick revoked keys.
@@ -692,6 +839,10 @@ class Node:
     async def close(self) -> None:
         """Stop accepting, end every stream (viewers told and closed), stop the listeners."""
         self._ready = False
+        if self._live_task is not None:
+            self._live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_task
         await self.heartbeat.close()
         if self.puller is not None:
             await self.puller.close()
