@@ -99,6 +99,7 @@ async def test_a_web_node_shows_the_clusters_streams_and_kicks_at_the_origin(
                 (info,) = page["items"]
                 assert info["viewers"] == {"total": 1, "http_flv": 1, "rtmp": 0, "hls": 0}
                 assert info["name"] == "show" and info["state"] == "live"
+                assert info["origin"] == "origin-1"
                 assert info["publishes"] == 1 and info["ingest_bitrate"] > 0
                 assert info["video"]["codec"] == "h264"
                 assert (info["video"]["width"], info["video"]["height"]) == (320, 240)

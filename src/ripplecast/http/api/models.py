@@ -86,7 +86,7 @@ class Viewers(BaseModel):
 
 
 class StreamInfo(BaseModel):
-    """A live stream on this node."""
+    """A live stream on this node, or in the cluster."""
 
     name: str = Field(description="The stream name (the channel slug).")
     state: Literal["live", "waiting"] = Field(
@@ -101,3 +101,8 @@ class StreamInfo(BaseModel):
     audio: AudioTrack | None = None
     viewers: Viewers
     publishes: int = Field(ge=1, description="Publisher sessions (reconnects included).")
+    origin: str | None = Field(
+        default=None,
+        description="In a cluster: the node id of the origin that owns the stream (null on the"
+        " node that has it).",
+    )

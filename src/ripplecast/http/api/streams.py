@@ -318,6 +318,7 @@ def info_from_summary(summary: StreamSummary, now: float) -> StreamInfo:
             total=viewers.total, http_flv=viewers.http_flv, rtmp=viewers.rtmp, hls=viewers.hls
         ),
         publishes=max(1, summary.publishes),
+        origin=summary.origin,
     )
 
 
