@@ -236,30 +236,49 @@ def serve(
     settings = _settings(
         config, rtmp_port=rtmp_port, http_port=http_port, data_dir=data_dir, role=role
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(settings)
     loop_name = _install_loop()
     logging.getLogger("ripplecast").info("ripplecast %s on %s", __version__, loop_name)
     asyncio.run(_serve(settings))
 
 
+def _configure_logging(settings: Settings) -> None:
+    from ripplecast.app import node_id_for
+    from ripplecast.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, node_id_for(settings))
+
+
 async def _serve(settings: Settings) -> None:
+    """Run until a signal: SIGTERM drains first (see `Node.drain`), SIGINT stops at once, and
+    a second SIGTERM during the drain stops at once too."""
     from ripplecast.app import Node
 
     node = Node(settings)
     stop = asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_sigterm() -> None:
+        (stop if drain.is_set() else drain).set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     await node.start()
     _print_welcome(node)
+    log = logging.getLogger("ripplecast")
     try:
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        draining = asyncio.create_task(drain.wait())
+        await asyncio.wait((stopped, draining), return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            drained = asyncio.create_task(node.drain())
+            await asyncio.wait((stopped, drained), return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+        stopped.cancel()
+        draining.cancel()
     finally:
-        logging.getLogger("ripplecast").info("shutting down")
+        log.info("shutting down")
         with contextlib.suppress(Exception):
             await node.close()
 
@@ -270,11 +289,7 @@ def worker(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
 
     Start any number, on any machine that shares the database and the media storage."""
     settings = _settings(config, data_dir=data_dir)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(settings)
     _install_loop()
     asyncio.run(_work(settings))
 
