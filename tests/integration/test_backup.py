@@ -30,7 +30,9 @@ from ripplecast.accounts.policy import Scope
 from ripplecast.app import open_accounts
 from ripplecast.backup import (
     BackupDamaged,
+    BackupError,
     DatabaseKind,
+    DatabaseToolError,
     SecretMismatch,
     SecretPlace,
     SecretSource,
@@ -41,6 +43,7 @@ from ripplecast.backup import (
     restore_backup,
     secret_fingerprint,
 )
+from ripplecast.backup.databases import find_pg_tool
 from ripplecast.config import Settings
 from ripplecast.db import database_url_for, normalize_url
 from ripplecast.db.migrate import current_revision, head_revision, upgrade
@@ -389,3 +392,30 @@ async def test_objects_in_s3_are_backed_up_and_restored_alike(
     finally:
         await system.storage.close()
         await restored.storage.close()
+
+
+async def test_pg_dump_must_be_of_the_servers_major_version() -> None:
+    require_program("pg_dump")
+    code, out, _ = await run(["pg_dump", "--version"], timeout=30)
+    assert code == 0
+    major = int(out.decode().split(")")[1].split(".")[0])
+    found = await find_pg_tool("pg_dump", major)
+    assert found.major == major and f"(PostgreSQL) {major}." in found.version
+    with pytest.raises(DatabaseToolError) as refused:
+        await find_pg_tool("pg_dump", major + 80)
+    message = str(refused.value)
+    assert f"pg_dump of PostgreSQL {major + 80} (the server's major version) is needed" in message
+    assert f"is 'pg_dump (PostgreSQL) {major}." in message  # what was found instead
+    assert f"apt-get install postgresql-client-{major + 80}" in message
+
+
+async def test_a_failed_backup_leaves_nothing_and_never_overwrites(tmp_path: Path) -> None:
+    system = local_system(tmp_path / "never-started")  # no database file
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    with pytest.raises(BackupError, match="no SQLite database at"):
+        await back_up(system, backups / "bk")
+    assert await asyncio.to_thread(os.listdir, backups) == []  # no OUT, no .partial folder
+    (backups / "bk").mkdir()
+    with pytest.raises(BackupError, match="already exists: a backup never overwrites"):
+        await back_up(system, backups / "bk")

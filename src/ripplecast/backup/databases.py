@@ -44,11 +44,13 @@ from ripplecast.db.models import Base
 
 __all__ = [
     "Dump",
+    "PgTool",
     "RestoreTools",
     "database_contents",
     "display_url",
     "drop_all_tables",
     "dump_database",
+    "find_pg_tool",
     "find_restore_tools",
     "kind_of",
     "restore_database",
@@ -122,7 +124,7 @@ async def dump_database(url: str, target: Path) -> Dump:
     facts = await _server_facts(url)
     parsed = make_url(url)
     if kind is DatabaseKind.POSTGRESQL:
-        pg_dump = await _find_pg_tool("pg_dump", facts.major)
+        pg_dump = await find_pg_tool("pg_dump", facts.major)
         await _run_tool(
             [str(pg_dump.path), "--format=custom", "--no-password", f"--file={target}"],
             env=_pg_env(parsed),
@@ -301,7 +303,7 @@ async def find_restore_tools(kind: DatabaseKind, url: str, dump_tool: str) -> Re
         return RestoreTools(kind, None, f"SQLite {sqlite3.sqlite_version}")
     facts = await _server_facts(url)
     if kind is DatabaseKind.POSTGRESQL:
-        pg_restore = await _find_pg_tool("pg_restore", facts.major)
+        pg_restore = await find_pg_tool("pg_restore", facts.major)
         made_by = _PG_VERSION.search(dump_tool)
         if made_by is not None and int(made_by.group(1)) > pg_restore.major:
             raise DatabaseToolError(
@@ -365,15 +367,18 @@ def _sqlite_restore(dump: Path, target: Path) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class _PgTool:
+class PgTool:
+    """A PostgreSQL program and its version."""
+
     path: Path
     version: str
     major: int
 
 
-async def _find_pg_tool(name: str, server_major: int) -> _PgTool:
+async def find_pg_tool(name: str, server_major: int) -> PgTool:
     """`name` (pg_dump, pg_restore) of PostgreSQL `server_major`: Debian's versioned folder
-    first (the /usr/bin wrapper may pick another version), then PATH."""
+    first (the /usr/bin wrapper may pick another version), then PATH. Raises
+    `DatabaseToolError` naming what was found instead."""
     candidates = [DEBIAN_POSTGRESQL_BIN / str(server_major) / "bin" / name]
     on_path = shutil.which(name)
     if on_path is not None:
@@ -386,7 +391,7 @@ async def _find_pg_tool(name: str, server_major: int) -> _PgTool:
         match = _PG_VERSION.search(version)
         major = int(match.group(1)) if match else -1
         if major == server_major:
-            return _PgTool(candidate, version, major)
+            return PgTool(candidate, version, major)
         found.append(f"{candidate} is {version!r}")
     seen = "; ".join(found) if found else f"no {name} in {candidates[0].parent} or on PATH"
     raise DatabaseToolError(
