@@ -116,7 +116,7 @@ async def back_up_objects(
     key) and the keys that were deleted between the listing and their read."""
     listed = await storage.list("")
     root = folder / OBJECTS_DIR
-    progress = Progress("objects", len(listed), sum(info.size for info in listed), report)
+    progress = Progress("copied", len(listed), sum(info.size for info in listed), report)
     entries: list[ObjectEntry] = []
     vanished: list[str] = []
 
