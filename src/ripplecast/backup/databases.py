@@ -263,7 +263,9 @@ async def _connection(url: str) -> AsyncIterator[Any]:
         async with engine.connect() as connection:
             yield connection
     except (OSError, DBAPIError) as exc:
-        raise BackupError(f"cannot use the database {display_url(url)}: {exc}") from None
+        # The driver's own message, without SQLAlchemy's statement and background link.
+        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        raise BackupError(f"cannot use the database {display_url(url)}: {detail}") from None
     finally:
         await engine.dispose()
 
