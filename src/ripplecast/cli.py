@@ -596,6 +596,114 @@ def cluster_env(run_dir: RunDirOption = Path("cluster")) -> None:
         typer.echo(f"export RIPPLECAST_{name.upper()}={shlex.quote(value)}")
 
 
+ParallelOption = Annotated[
+    int, typer.Option("--parallel", min=1, max=64, help="Media objects copied at once.")
+]
+
+
+def _backup_system(settings: Settings) -> Any:
+    """The database, storage (not started) and secret the settings name, for backup/restore."""
+    from ripplecast.app import SECRET_FILE
+    from ripplecast.backup import SecretPlace, System
+    from ripplecast.errors import UsageError
+    from ripplecast.storage import open_storage
+
+    url = _database_url(settings)
+    try:
+        storage = open_storage(settings)
+    except UsageError as exc:
+        typer.echo(f"invalid storage_url: {exc}", err=True)
+        raise typer.Exit(2) from None
+    folder = storage.local_path("probe")
+    described = f"local folder {folder.parent}" if folder else settings.storage_url.strip()
+    configured = settings.secret_key
+    secret = SecretPlace(
+        configured=configured.get_secret_value().encode() if configured is not None else None,
+        file=settings.data_dir / SECRET_FILE,
+    )
+    return System(url, storage, described, secret)
+
+
+def _run_backup_work(system: Any, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run `work` with the system's storage started; errors become one line and exit 1."""
+    from ripplecast.backup import BackupError
+    from ripplecast.db import DatabaseError
+    from ripplecast.storage import StorageError
+
+    async def run() -> None:
+        await system.storage.start()
+        try:
+            await work()
+        finally:
+            await system.storage.close()
+
+    try:
+        asyncio.run(run())
+    except (BackupError, StorageError, DatabaseError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def backup(
+    out: Annotated[Path, typer.Argument(help="New folder to write the backup to.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    parallel: ParallelOption = 8,
+) -> None:
+    """Back up a running system: the database (a consistent snapshot), every media object
+    and the secret, with a manifest of checksums, into the new folder OUT."""
+    from ripplecast.backup import create_backup
+
+    system = _backup_system(_settings(config, data_dir=data_dir))
+
+    async def work() -> None:
+        await create_backup(
+            system, out, parallel=parallel, report=lambda line: typer.echo(line, err=True)
+        )
+
+    _run_backup_work(system, work)
+
+
+@cli.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="The backup folder (made by `backup`).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Restore into a system that holds data: drop and overwrite it."
+        ),
+    ] = False,
+    allow_new_secret: Annotated[
+        bool,
+        typer.Option(
+            "--allow-new-secret",
+            help="Restore although the secret is not the backup's (every stream key breaks).",
+        ),
+    ] = False,
+    parallel: ParallelOption = 8,
+) -> None:
+    """Restore a backup into an empty system (stop its nodes first): checks the whole backup,
+    loads the database, migrates it to this version, stores the objects, puts the secret."""
+    from ripplecast.backup import restore_backup
+
+    system = _backup_system(_settings(config, data_dir=data_dir))
+
+    async def work() -> None:
+        await restore_backup(
+            system,
+            source,
+            force=force,
+            allow_new_secret=allow_new_secret,
+            parallel=parallel,
+            report=lambda line: typer.echo(line, err=True),
+        )
+
+    _run_backup_work(system, work)
+
+
 def _print_welcome(node: Any) -> None:
     settings: Settings = node.settings
     host = settings.public_host
