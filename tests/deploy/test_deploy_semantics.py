@@ -123,7 +123,7 @@ def test_every_node_environment_loads_as_settings(
     assert environments
     roles = set()
     for place, environment in environments.items():
-        for name in list(Settings.model_fields):
+        for name in [*Settings.model_fields, "config"]:
             monkeypatch.delenv(SETTINGS_PREFIX + name.upper(), raising=False)
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
