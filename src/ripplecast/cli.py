@@ -248,12 +248,20 @@ def serve(
 
 async def _serve(settings: Settings) -> None:
     from ripplecast.app import Node
+    from ripplecast.tls import TlsError
 
-    node = Node(settings)
+    try:
+        node = Node(settings)
+    except TlsError as exc:
+        typer.echo(f"cannot start: {exc}", err=True)
+        raise typer.Exit(2) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if node.tls is not None:
+        # The usual reload signal: `kill -HUP PID` after renewing the certificate.
+        loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await node.start()
     _print_welcome(node)
     try:
@@ -585,7 +593,9 @@ def _print_welcome(node: Any) -> None:
     settings: Settings = node.settings
     host = settings.public_host
     rtmp = f"rtmp://{host}:{node.rtmp_port}/{settings.rtmp_app}"
-    http = f"http://{host}:{node.http_port}"
+    if node.rtmps_port:  # with a certificate: OBS and players are told the encrypted way in
+        rtmp = f"rtmps://{host}:{node.rtmps_port}/{settings.rtmp_app}"
+    http = f"{'https' if node.tls is not None else 'http'}://{host}:{node.http_port}"
     role = settings.role.value
     if role != "all":
         # A cluster node: what it serves, by role (the cluster's entry points are HAProxy's).
