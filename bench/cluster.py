@@ -32,8 +32,14 @@ reads each node's own report (viewers, egress) from the cluster registry as a cr
     python -m bench.cluster egress --viewers 0,10,100,1000 --repeat 3 \\
         --out bench/results/cluster-2026-11-25.json
 
-Each command replaces its own section of the JSON file (every run is kept beside the medians)
-and appends one JSON line per run to the `.log` beside it; it prints Markdown tables.
+Each round runs every configuration once (`--repeat` rounds). This machine is shared: a run
+during which other processes used more than half a core (`DISTURBED_OTHERS`, read from
+/proc/stat minus the benchmark's own processes) is kept in the results but run again (up to
+`--retries` times) and left out of the medians, unless every run of that configuration was
+disturbed. Each command replaces its own section of the JSON file (`--section`, default the
+scenario's name; every run is kept beside the medians) and appends one JSON line per run to the
+`.log` beside it; it prints Markdown tables. `report --out FILE` recomputes the medians from
+the runs in FILE, stores them and prints the tables.
 """
 
 from __future__ import annotations
@@ -94,6 +100,9 @@ MAX_PROBES = 32
 """Probe viewers tried before giving up on getting every shared-port edge to pull."""
 EDGE_IDLE_SECONDS = 120
 """An edge keeps its upstream this long without viewers: the probes leave before the ramp."""
+DISTURBED_OTHERS = 50.0
+"""A run is disturbed when the rest of the machine (other people's processes) used more than
+this % of a core during its window; its figures are kept but left out of the medians."""
 RUN_SLACK_SECONDS = 120.0
 """Added to a run's planned length for its global timeout (node starts, stops, ss)."""
 
@@ -180,6 +189,7 @@ def node_env(spec: NodeSpec, workdir: Path, prefix: str, secret: str) -> dict[st
         RIPPLECAST_HTTP_HOST="127.0.0.1",
         RIPPLECAST_EDGE_IDLE_SECONDS=str(EDGE_IDLE_SECONDS),
         RIPPLECAST_SHUTDOWN_TIMEOUT="2",
+        RIPPLECAST_DRAIN_TIMEOUT_SECONDS="1",  # the viewers are gone by then: no drain to wait
     )
     return env
 
@@ -670,19 +680,40 @@ def _median_fields(items: list[dict[str, Any]]) -> dict[str, Any]:
     return base
 
 
-def median_row(rows: list[ClusterRow]) -> ClusterRow:
+def median_row(rows: list[ClusterRow], label: str = "") -> ClusterRow:
     """Field-wise median of repeated runs of one configuration (per process too; notes
-    joined)."""
-    if len(rows) == 1:
-        return rows[0]
+    joined, after `label` or "median of N runs")."""
     data = [asdict(r) for r in rows]
     base = _median_fields(data)
     base["processes"] = [
         ProcessFigures(**_median_fields([d["processes"][i] for d in data]))
         for i in range(len(data[0]["processes"]))
     ]
-    base["notes"] = [f"median of {len(rows)} runs"] + [n for r in rows for n in r.notes]
+    base["notes"] = [label or f"median of {len(rows)} runs"] + [n for r in rows for n in r.notes]
     return ClusterRow(**base)
+
+
+def disturbed(row: ClusterRow) -> bool:
+    """Did the rest of this shared machine use more than `DISTURBED_OTHERS` during the run?"""
+    return row.others_cpu_pct > DISTURBED_OTHERS
+
+
+def summarise_runs(runs: list[ClusterRow]) -> list[ClusterRow]:
+    """One row per configuration (topology, viewers), in first-run order: the median of its
+    undisturbed runs, or of all its runs when every one was disturbed (the note says which)."""
+    groups: dict[tuple[str, int], list[ClusterRow]] = {}
+    for run in runs:
+        groups.setdefault((run.topology, run.viewers), []).append(run)
+    rows = []
+    for group in groups.values():
+        quiet = [r for r in group if not disturbed(r)]
+        left_out = len(group) - len(quiet)
+        if quiet:
+            label = f"median of {len(quiet)} undisturbed runs ({left_out} disturbed left out)"
+            rows.append(median_row(quiet, label))
+        else:
+            rows.append(median_row(group, f"median of {len(group)} runs, ALL disturbed"))
+    return rows
 
 
 def row_from_dict(data: dict[str, Any]) -> ClusterRow:
@@ -732,8 +763,8 @@ def egress_table(rows: list[ClusterRow]) -> str:
     lines = [
         "| viewers on the edges | origin HTTP connections | origin egress Mbit/s"
         " | edges egress Mbit/s (each) | viewers per edge | received by viewers Mbit/s"
-        " | origin CPU % | edges CPU % | kept up |",
-        "|" + " --- |" * 9,
+        " | origin's own report Mbit/s | origin CPU % | edges CPU % | kept up |",
+        "|" + " --- |" * 10,
     ]
     for r in rows:
         origin, edges = r.processes[0], r.processes[1:]
@@ -741,6 +772,7 @@ def egress_table(rows: list[ClusterRow]) -> str:
         lines.append(
             f"| {r.viewers} | {r.origin_connections:.0f} | {r.origin_egress_mbit:.1f}"
             f" | {r.edges_egress_mbit:.1f} ({each}) | {_split(r)} | {r.received_mbit:.1f}"
+            f" | {origin.reported_egress_mbit:.1f}"
             f" | {origin.cpu_pct:.1f} | {' · '.join(f'{e.cpu_pct:.1f}' for e in edges)}"
             f" | {r.kept_up:.0f}/{r.viewers} |"
         )
@@ -762,7 +794,7 @@ def ratios(rows: list[ClusterRow]) -> str:
             f"({r.servers_cpu_pct:.1f} % vs {base.servers_cpu_pct:.1f} %), busiest process "
             f"{busiest / base.servers_cpu_pct:.2f}x ({busiest:.1f} %); kept up "
             f"{r.kept_up:.0f} vs {base.kept_up:.0f}; delay p95 {r.delay_p95_ms:.0f} vs "
-            f"{base.delay_p95_ms:.0f} ms (+{r.delay_p95_ms - base.delay_p95_ms:.0f}); RSS "
+            f"{base.delay_p95_ms:.0f} ms ({r.delay_p95_ms - base.delay_p95_ms:+.0f}); RSS "
             f"{r.servers_rss_kb / 1024:.0f} vs {base.servers_rss_kb / 1024:.0f} MB"
         )
     return "\n".join(lines)
@@ -784,53 +816,65 @@ def _names(text: str) -> list[str]:
 
 
 async def run_scenario(args: argparse.Namespace) -> list[ClusterRow]:
+    """Every configuration once per round, `--repeat` rounds (so a noisy spell on this shared
+    machine does not land on every run of one configuration); medians per configuration."""
     media = prepare_media(seconds=args.media_seconds)
     if args.scenario == "egress":
         configs = [("shared-port", n) for n in _ints(args.viewers)]
     else:
         configs = [(t, n) for n in _ints(args.viewers) for t in _names(args.topologies)]
-    medians: list[ClusterRow] = []
-    runs: list[ClusterRow] = []
-    for topology, viewers in configs:
-        attempts = []
-        for attempt in range(args.repeat):
-            print(
-                f"# {args.scenario}: {topology}, {viewers} viewers"
-                f" (run {attempt + 1}/{args.repeat})",
-                file=sys.stderr,
-                flush=True,
-            )
-            quiet = await wait_for_quiet(args.quiet_wait)
-            row = await run_cluster_row(
-                topology, viewers, scenario=args.scenario, duration=args.duration, media=media,
-                ramp=args.ramp,
-            )  # fmt: skip
-            row.quiet_wait_s = quiet["waited_s"]
-            line = json.dumps(asdict(row))
-            print("  " + line, file=sys.stderr, flush=True)
-            if args.out:
-                with args.out.with_suffix(".log").open("a") as log:
-                    log.write(line + "\n")
-            attempts.append(row)
-            runs.append(row)
-        medians.append(median_row(attempts))
-        if args.out:
-            write(args.out, args, medians, runs)
-    return medians
+    runs = earlier_runs(args.out, args.section or args.scenario) if args.append else []
+    for attempt in range(args.repeat):
+        for topology, viewers in configs:
+            for retry in range(args.retries + 1):
+                print(
+                    f"# {args.scenario}: {topology}, {viewers} viewers"
+                    f" (round {attempt + 1}/{args.repeat}{f', retry {retry}' if retry else ''})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                quiet = await wait_for_quiet(args.quiet_wait)
+                row = await run_cluster_row(
+                    topology, viewers, scenario=args.scenario, duration=args.duration,
+                    media=media, ramp=args.ramp,
+                )  # fmt: skip
+                row.quiet_wait_s = quiet["waited_s"]
+                line = json.dumps(asdict(row))
+                print("  " + line, file=sys.stderr, flush=True)
+                runs.append(row)
+                if args.out:
+                    with args.out.with_suffix(".log").open("a") as log:
+                        log.write(line + "\n")
+                    write(args.out, args, runs)
+                if not disturbed(row):
+                    break
+    return summarise_runs(runs)
 
 
-def write(
-    path: Path, args: argparse.Namespace, medians: list[ClusterRow], runs: list[ClusterRow]
-) -> None:
-    """Replace this scenario's section of the JSON file at `path` (others are kept)."""
+def earlier_runs(path: Path | None, section: str) -> list[ClusterRow]:
+    """The runs already stored in `section` of the results file at `path` (none if absent)."""
+    if path is None or not path.exists():
+        return []
+    stored = json.loads(path.read_text()).get(section, {})
+    return [row_from_dict(r) for r in stored.get("runs", [])]
+
+
+def write(path: Path, args: argparse.Namespace, runs: list[ClusterRow]) -> None:
+    """Replace this command's section of the JSON file at `path` (others are kept); `runs`
+    are every run of the section, earlier ones included with `--append`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     doc["machine"] = {"cpus": os.cpu_count(), "uname": " ".join(os.uname())}
-    doc[args.scenario] = {
-        "argv": sys.argv,
+    section = args.section or args.scenario
+    before = doc.get(section, {}) if args.append else {}
+    commands = before.get("commands", [before["argv"]] if "argv" in before else [])
+    if sys.argv not in commands:
+        commands.append(sys.argv)
+    doc[section] = {
+        "commands": commands,
         "args": {k: str(v) for k, v in vars(args).items()},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "rows": [asdict(r) for r in medians],
+        "rows": [asdict(r) for r in summarise_runs(runs)],
         "runs": [asdict(r) for r in runs],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
@@ -869,17 +913,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="wait up to this for a quiet machine"
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="runs again (within its round) a run disturbed by other processes, this many times",
+    )
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="whole command, seconds")
     parser.add_argument("--out", type=Path, help="JSON results (its .log gets every run)")
+    parser.add_argument(
+        "--append", action="store_true", help="keep the section's earlier runs (more rounds)"
+    )
+    parser.add_argument(
+        "--section", help="key of the results in the JSON file (default: the scenario's name)"
+    )
     args = parser.parse_args(argv)
     if args.scenario == "report":
         if args.out is None or not args.out.exists():
             parser.error("report needs --out FILE (an existing results file)")
         doc = json.loads(args.out.read_text())
-        for scenario in ("topology", "egress"):
-            if scenario in doc:
-                rows = [row_from_dict(r) for r in doc[scenario]["rows"]]
-                print(f"## {scenario}\n\n{report(rows, scenario)}\n")
+        for section, results in doc.items():
+            if section != "machine":
+                rows = summarise_runs([row_from_dict(r) for r in results["runs"]])
+                results["rows"] = [asdict(r) for r in rows]
+                print(f"## {section}\n\n{report(rows, rows[0].scenario)}\n")
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
         return
     if args.viewers is None:
         args.viewers = "0,10,100,1000" if args.scenario == "egress" else "1000,2000,3000"
