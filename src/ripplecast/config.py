@@ -238,6 +238,13 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     http_max_viewers: int = Field(10_000, ge=1, description="Most HTTP-FLV viewers at once.")
     shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to close cleanly on SIGTERM.")
+    vod_cdn_max_age_seconds: int = Field(
+        3600,
+        ge=1,
+        description="How long a shared cache (a CDN) may serve a public video's files before"
+        " asking this node again (s-maxage): a video made private or deleted stays reachable"
+        " through a CDN at most this long. Browsers keep them a year either way.",
+    )
 
     web_vendor_dir: Path | None = Field(
         None,
