@@ -52,7 +52,7 @@ from ripplecast.db import Database, database_url_for
 from ripplecast.db.models import Role
 from ripplecast.edge.pull import EdgePuller, Origin
 from ripplecast.http.api.streams import DirectoryView, describe_stream, summary_of
-from ripplecast.http.app import create_app
+from ripplecast.http.app import LIVE_ROUTES, create_app
 from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
 from ripplecast.live.stream import LiveStream, PacketListener, StreamState
@@ -80,6 +80,9 @@ SECRET_FILE = "secret.key"
 EVENTS_CHANNEL = "events"
 RESUBSCRIBE_SECONDS = 1.0
 """Wait before the events subscription is opened again after it ended."""
+READYZ_CHECK_SECONDS = 1.0
+"""/readyz checks the database, cache and storage at most this often (health checks are many)."""
+DRAIN_POLL_SECONDS = 0.25
 KICK_REASON_MAX_LENGTH = 200
 """Longest reason a kick event carries into logs and to the stream's viewers."""
 MAX_UNLISTED_REPORTED = 100
@@ -450,7 +453,7 @@ class Node:
             settings,
             self.hub,
             self.access.authorize,
-            ready=lambda: self._ready,
+            ready=self.readiness,
             notify=self.webhooks.emit,
             publishers=self.rtmp if roles.publish else None,
             accounts=(self.accounts, self.logins, self.secret) if roles.web else None,
@@ -467,6 +470,9 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._ready = False
+        self.draining = False
+        """True once `drain()` began: /readyz says 503 and nothing new is accepted."""
+        self._checked: tuple[float, dict[str, str]] = (0.0, {})
 
     def _listener_factories(self) -> list[ListenerFactory]:
         settings = self.settings
@@ -533,6 +539,86 @@ class Node:
             f"rtmp port {self.rtmp_port}, " if roles.rtmp else "",
             self.http_port,
         )
+
+    # --- health and drain ---------------------------------------------------------------------
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """What /readyz answers: ready only when started, not draining, and the database, the
+        cache and the storage this role uses all answer (checked at most once a second)."""
+        if not self._ready:
+            return False, {"status": "stopped" if self.draining else "starting"}
+        if self.draining:
+            return False, {"status": "draining"}
+        now = time.monotonic()
+        checked_at, failures = self._checked
+        if now - checked_at >= READYZ_CHECK_SECONDS:
+            failures = await self._check_dependencies()
+            self._checked = (time.monotonic(), failures)
+        if failures:
+            return False, {"status": "not ready", "failing": failures}
+        return True, {"status": "ready", "role": self.settings.role.value, "streams": len(self.hub)}
+
+    async def _check_dependencies(self) -> dict[str, str]:
+        roles = self.roles
+        checks: dict[str, Coroutine[Any, Any, object]] = {"database": self.db.check()}
+        if self.settings.cache_url != "memory://":
+            checks["cache"] = self.cache.get("readyz")
+        if roles.vod or roles.worker:
+            checks["storage"] = self.storage.check()
+        timeout = self.settings.readyz_timeout_seconds
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check, timeout) for check in checks.values()),
+            return_exceptions=True,
+        )
+        failures: dict[str, str] = {}
+        for name, result in zip(checks, results, strict=True):
+            if isinstance(result, BaseException):
+                why = "no answer in time" if isinstance(result, TimeoutError) else str(result)
+                failures[name] = why[:200] or type(result).__name__
+        if failures:
+            log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in failures.items()))
+        return failures
+
+    def busy(self) -> bool:
+        """True while viewers, publishers or transcodes are still being served."""
+        if self.rtmp.connections:
+            return True
+        now = time.monotonic()
+        for stream in self.hub:
+            if stream.reader_count:
+                return True
+            for listener in stream.listeners:
+                if isinstance(listener, HlsPackager) and listener.audience.count(now):
+                    return True
+        return False
+
+    async def drain(self) -> None:
+        """Stop taking new work and let the current work finish, for up to
+        `drain_timeout_seconds`: /readyz turns 503 (the balancer sends new clients elsewhere),
+        the RTMP port stops accepting, new HTTP-FLV viewers get a 503, the worker claims no new
+        job, and the registry shows the node draining. Then call `close()`."""
+        if self.draining:
+            return
+        self.draining = True
+        timeout = self.settings.drain_timeout_seconds
+        log.info("draining: nothing new is accepted; waiting up to %.0f s", timeout)
+        self.rtmp.stop_listening()
+        self.http_app[LIVE_ROUTES].draining = True
+        with contextlib.suppress(CacheError, ClusterError):
+            await self.heartbeat.beat()
+        deadline = time.monotonic() + timeout
+        worker_done = (
+            asyncio.create_task(self.worker.drain(timeout)) if self.worker is not None else None
+        )
+        # Polled: "busy" is a sum over streams, readers and HLS players, not one event.
+        while time.monotonic() < deadline and (  # noqa: ASYNC110
+            self.busy() or (worker_done is not None and not worker_done.done())
+        ):
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        if worker_done is not None and not worker_done.done():
+            worker_done.cancel()
+        left = "nothing left" if not self.busy() else "closing what is left"
+        log.info("drained: %s", left)
 
     # --- cluster ------------------------------------------------------------------------------
 
@@ -682,7 +768,7 @@ class Node:
             internal=internal,
             public=public,
             load=self._load(),
-            draining=False,
+            draining=self.draining,
             version=__version__,
             started_at=self._started_at,
         )

@@ -236,30 +236,49 @@ def serve(
     settings = _settings(
         config, rtmp_port=rtmp_port, http_port=http_port, data_dir=data_dir, role=role
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(settings)
     loop_name = _install_loop()
     logging.getLogger("ripplecast").info("ripplecast %s on %s", __version__, loop_name)
     asyncio.run(_serve(settings))
 
 
+def _configure_logging(settings: Settings) -> None:
+    from ripplecast.app import node_id_for
+    from ripplecast.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format, node_id_for(settings))
+
+
 async def _serve(settings: Settings) -> None:
+    """Run until a signal: SIGTERM drains first (see `Node.drain`), SIGINT stops at once, and
+    a second SIGTERM during the drain stops at once too."""
     from ripplecast.app import Node
 
     node = Node(settings)
     stop = asyncio.Event()
+    drain = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_sigterm() -> None:
+        (stop if drain.is_set() else drain).set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     await node.start()
     _print_welcome(node)
+    log = logging.getLogger("ripplecast")
     try:
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        draining = asyncio.create_task(drain.wait())
+        await asyncio.wait((stopped, draining), return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():
+            drained = asyncio.create_task(node.drain())
+            await asyncio.wait((stopped, drained), return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+        stopped.cancel()
+        draining.cancel()
     finally:
-        logging.getLogger("ripplecast").info("shutting down")
+        log.info("shutting down")
         with contextlib.suppress(Exception):
             await node.close()
 
@@ -270,11 +289,7 @@ def worker(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
 
     Start any number, on any machine that shares the database and the media storage."""
     settings = _settings(config, data_dir=data_dir)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(settings)
     _install_loop()
     asyncio.run(_work(settings))
 
@@ -579,6 +594,114 @@ def cluster_env(run_dir: RunDirOption = Path("cluster")) -> None:
         raise _cluster_failed(exc) from None
     for name, value in shared.items():
         typer.echo(f"export RIPPLECAST_{name.upper()}={shlex.quote(value)}")
+
+
+ParallelOption = Annotated[
+    int, typer.Option("--parallel", min=1, max=64, help="Media objects copied at once.")
+]
+
+
+def _backup_system(settings: Settings) -> Any:
+    """The database, storage (not started) and secret the settings name, for backup/restore."""
+    from ripplecast.app import SECRET_FILE
+    from ripplecast.backup import SecretPlace, System
+    from ripplecast.errors import UsageError
+    from ripplecast.storage import open_storage
+
+    url = _database_url(settings)
+    try:
+        storage = open_storage(settings)
+    except UsageError as exc:
+        typer.echo(f"invalid storage_url: {exc}", err=True)
+        raise typer.Exit(2) from None
+    folder = storage.local_path("probe")
+    described = f"local folder {folder.parent}" if folder else settings.storage_url.strip()
+    configured = settings.secret_key
+    secret = SecretPlace(
+        configured=configured.get_secret_value().encode() if configured is not None else None,
+        file=settings.data_dir / SECRET_FILE,
+    )
+    return System(url, storage, described, secret)
+
+
+def _run_backup_work(system: Any, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run `work` with the system's storage started; errors become one line and exit 1."""
+    from ripplecast.backup import BackupError
+    from ripplecast.db import DatabaseError
+    from ripplecast.storage import StorageError
+
+    async def run() -> None:
+        await system.storage.start()
+        try:
+            await work()
+        finally:
+            await system.storage.close()
+
+    try:
+        asyncio.run(run())
+    except (BackupError, StorageError, DatabaseError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def backup(
+    out: Annotated[Path, typer.Argument(help="New folder to write the backup to.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    parallel: ParallelOption = 8,
+) -> None:
+    """Back up a running system: the database (a consistent snapshot), every media object
+    and the secret, with a manifest of checksums, into the new folder OUT."""
+    from ripplecast.backup import create_backup
+
+    system = _backup_system(_settings(config, data_dir=data_dir))
+
+    async def work() -> None:
+        await create_backup(
+            system, out, parallel=parallel, report=lambda line: typer.echo(line, err=True)
+        )
+
+    _run_backup_work(system, work)
+
+
+@cli.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="The backup folder (made by `backup`).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Restore into a system that holds data: drop and overwrite it."
+        ),
+    ] = False,
+    allow_new_secret: Annotated[
+        bool,
+        typer.Option(
+            "--allow-new-secret",
+            help="Restore although the secret is not the backup's (every stream key breaks).",
+        ),
+    ] = False,
+    parallel: ParallelOption = 8,
+) -> None:
+    """Restore a backup into an empty system (stop its nodes first): checks the whole backup,
+    loads the database, migrates it to this version, stores the objects, puts the secret."""
+    from ripplecast.backup import restore_backup
+
+    system = _backup_system(_settings(config, data_dir=data_dir))
+
+    async def work() -> None:
+        await restore_backup(
+            system,
+            source,
+            force=force,
+            allow_new_secret=allow_new_secret,
+            parallel=parallel,
+            report=lambda line: typer.echo(line, err=True),
+        )
+
+    _run_backup_work(system, work)
 
 
 def _print_welcome(node: Any) -> None:

@@ -15,7 +15,7 @@ import tomllib
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -237,7 +237,28 @@ class Settings(BaseSettings):
 
     # --- HTTP ----------------------------------------------------------------------------
     http_max_viewers: int = Field(10_000, ge=1, description="Most HTTP-FLV viewers at once.")
-    shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to close cleanly on SIGTERM.")
+    shutdown_timeout: float = Field(
+        5.0, ge=0, description="Seconds to close connections cleanly once the node stops."
+    )
+    drain_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM the node drains: /readyz answers 503 and no new viewer or"
+        " publisher is accepted, while those connected go on for up to this long (a second"
+        " SIGTERM or SIGINT stops at once).",
+    )
+    readyz_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="/readyz waits this long for the database, the cache and the storage to"
+        " answer before it says not ready.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text for people, or one JSON object per line (with node,"
+        " request and stream ids) for a log collector.",
+    )
     vod_cdn_max_age_seconds: int = Field(
         3600,
         ge=1,

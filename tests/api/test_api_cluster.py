@@ -185,7 +185,7 @@ def cluster_app(node: Node, registry: NodeRegistry) -> web.Application:
         node.settings,
         node.hub,
         node.access.authorize,
-        ready=lambda: True,
+        ready=node.readiness,
         accounts=(node.accounts, node.logins, node.secret),
         db=node.db,
         cluster=registry,

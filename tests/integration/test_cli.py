@@ -86,7 +86,10 @@ async def test_serve_first_start_prints_key_publishes_and_stops_cleanly(tmp_path
     argv = [*RIPPLECAST, "serve", "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
             "--data-dir", str(data)]  # fmt: skip
     server = await Process.start(
-        argv, stdout=asyncio.subprocess.PIPE, env=env(RIPPLECAST_PUBLIC_HOST="127.0.0.1")
+        argv,
+        stdout=asyncio.subprocess.PIPE,
+        # SIGTERM drains first: one second, then the stream ends and its viewer is told.
+        env=env(RIPPLECAST_PUBLIC_HOST="127.0.0.1", RIPPLECAST_DRAIN_TIMEOUT_SECONDS="1"),
     )
     async with server:
         assert server.proc.stdout is not None

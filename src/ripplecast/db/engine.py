@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -192,6 +192,11 @@ class Database:
             await upgrade(self.url)
         self._engine = create_engine(self.url, echo=self.echo)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    async def check(self) -> None:
+        """Readiness probe: one `SELECT 1`; raises what the driver raises if it fails."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         """Dispose of the engine and its pooled connections. Idempotent."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -23,6 +23,7 @@ from ripplecast.http.client_address import client_address_middleware
 from ripplecast.http.live import Authorize, LiveRoutes, Notify, ignore_event
 from ripplecast.http.pages import PageRoutes
 from ripplecast.http.redirect import RedirectRoutes
+from ripplecast.http.request_ids import request_id_middleware
 from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
 from ripplecast.protocols.proxy_header import TrustedProxies
@@ -40,7 +41,7 @@ def create_app(
     hub: Hub,
     authorize: Authorize,
     *,
-    ready: Callable[[], bool],
+    ready: Callable[[], Awaitable[tuple[bool, dict[str, object]]]],
     notify: Notify = ignore_event,
     publishers: Publishers | None = None,
     accounts: tuple[Accounts, Logins, bytes] | None = None,
@@ -51,7 +52,7 @@ def create_app(
     cluster: NodeRegistry | None = None,
     live_view: LiveView | None = None,
 ) -> web.Application:
-    """Build the application; `ready` says whether the node accepts publishers right now;
+    """Build the application; `ready` answers /readyz (ready?, and a JSON body saying why);
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
     the API's kick disconnect a stream's publisher (the RTMP server). With `accounts`, the web
     pages are served too; `rtmp_port` (else the publishers' own `port`) is the RTMP port they
@@ -64,7 +65,10 @@ def create_app(
     proxies = TrustedProxies(settings.trusted_proxies)
     app = web.Application(
         client_max_size=settings.api_max_body_bytes,
-        middlewares=[client_address_middleware(proxies)] if proxies else [],
+        middlewares=[
+            *([client_address_middleware(proxies)] if proxies else []),
+            request_id_middleware,
+        ],
     )
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
@@ -74,9 +78,10 @@ def create_app(
         return web.json_response({"status": "alive"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        if not ready():
-            return web.json_response({"status": "not ready"}, status=503)
-        return web.json_response({"status": "ready", "streams": len(hub)})
+        ok, body = await ready()
+        return web.json_response(
+            body, status=200 if ok else 503, headers={"Cache-Control": "no-store"}
+        )
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -144,6 +144,9 @@ class LiveRoutes:
         self.authorize = authorize
         self.notify = notify
         self.viewers = 0
+        self.draining = False
+        """Set when the node drains: new HTTP-FLV viewers are refused (HLS requests, which
+        belong to viewers already watching as often as to new ones, are still served)."""
         self.refused: Counter[str] = Counter()
         """Requests refused, by reason (for logs and metrics)."""
         self.served: Counter[str] = Counter()
@@ -197,6 +200,12 @@ class LiveRoutes:
 
     async def http_flv(self, request: web.Request) -> web.StreamResponse:
         """Stream the live stream as FLV over chunked HTTP until it ends or the viewer leaves."""
+        if self.draining:
+            self._refuse(request, "draining", "the node is draining")
+            raise web.HTTPServiceUnavailable(
+                text="this node is shutting down; try again\n",
+                headers={**ERROR_HEADERS, "Retry-After": "1"},
+            )
         stream, _decision = await self._stream(request, Via.HTTP_FLV)
         if self.viewers >= self.settings.http_max_viewers:
             self._refuse(request, "http_max_viewers", "too many viewers")

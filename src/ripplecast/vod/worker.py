@@ -82,6 +82,7 @@ class Worker:
         self.name = name or worker_id()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._draining = False
         self.completed = 0
         self.failed = 0
 
@@ -94,6 +95,16 @@ class Worker:
         """A job was just queued: look now instead of at the next poll."""
         self._wake.set()
 
+    async def drain(self, seconds: float) -> bool:
+        """Claim no new job and let the running ones finish, for up to `seconds`; True if every
+        one finished (`close()` then cancels what is left)."""
+        self._draining = True
+        self._wake.set()
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(self._tasks, timeout=seconds)
+        return not pending
+
     async def close(self) -> None:
         """Stop: running transcodes are cancelled (their jobs return to the queue when their
         lease expires)."""
@@ -105,13 +116,15 @@ class Worker:
         self._tasks.clear()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._draining:
             try:
                 job = await self._queue.claim(self.name)
             except Exception:
                 log.exception("worker %s: could not claim a job", self.name)
                 job = None
             if job is None:
+                if self._draining:
+                    return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)

@@ -137,6 +137,7 @@ class RtmpServer:
         """Connections closed or requests refused, by reason (for logs and metrics)."""
         self._formats: dict[int, RtmpFormat] = {}
         self._server: asyncio.Server | None = None
+        self._bound_port: int | None = None
 
     def format_for(self, stream_id: int) -> RtmpFormat:
         """The shared format for players on message stream `stream_id`."""
@@ -156,12 +157,21 @@ class RtmpServer:
             reuse_port=self.settings.reuse_port or None,
         )
 
+    def stop_listening(self) -> None:
+        """Accept no new connection (draining); the connected ones go on."""
+        if self._server is not None:
+            _ = self.port  # remembered for the registry and logs
+            self._server.close()
+
     @property
     def port(self) -> int:
-        """The port actually bound (useful when configured as 0)."""
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("RTMP server is not listening")
-        return int(self._server.sockets[0].getsockname()[1])
+        """The port actually bound (useful when configured as 0); still known after
+        `stop_listening()`."""
+        if self._bound_port is None:
+            if self._server is None or not self._server.sockets:
+                raise RuntimeError("RTMP server is not listening")
+            self._bound_port = int(self._server.sockets[0].getsockname()[1])
+        return self._bound_port
 
     async def close(self) -> None:
         """Stop listening and close every connection, telling players the stream ended."""
