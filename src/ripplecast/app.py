@@ -53,11 +53,13 @@ from ripplecast.db.models import Role
 from ripplecast.edge.pull import EdgePuller, Origin
 from ripplecast.http.api.streams import DirectoryView, describe_stream, summary_of
 from ripplecast.http.app import LIVE_ROUTES, create_app
+from ripplecast.http.tls_site import HttpsSite
 from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
 from ripplecast.live.stream import LiveStream, PacketListener, StreamState
 from ripplecast.protocols.rtmp.server import RtmpServer
 from ripplecast.storage import Storage, open_edge_cache, open_storage
+from ripplecast.tls import TlsError, server_tls_for
 from ripplecast.vod.ffmpeg import find_ffmpeg
 from ripplecast.vod.jobs import JobQueue
 from ripplecast.vod.ladder import parse_ladder
@@ -353,6 +355,9 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.roles = roles = Roles(settings.role)
+        self.tls = server_tls_for(settings)
+        """The certificate of HTTPS and RTMPS (None: plain HTTP); raises `TlsError` here when
+        its files cannot be used, so the node refuses to start."""
         self.first_run: FirstRun | None = None
         self.hub = Hub(settings, listener_factories=self._listener_factories())
         self.secret = load_or_create_secret(settings)
@@ -444,6 +449,7 @@ class Node:
             admit=self._admit_publish if self._admission_secret is not None else None,
             claim=self.claims.acquire if self.claims is not None else None,
             accept_publishers=roles.publish,
+            tls=self.tls.context if self.tls is not None else None,
         )
         vod_on = settings.vod_enabled
         self.vod_media: Storage | None = None
@@ -468,7 +474,7 @@ class Node:
             else None,
         )
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
         self._ready = False
         self.draining = False
         """True once `drain()` began: /readyz says 503 and nothing new is accepted."""
@@ -518,13 +524,23 @@ class Node:
             shutdown_timeout=settings.shutdown_timeout,
         )
         await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner,
-            settings.http_host,
-            settings.http_port,
-            reuse_address=True,
-            reuse_port=settings.reuse_port or None,
-        )
+        if self.tls is not None:
+            self._site = HttpsSite(
+                self._runner,
+                settings.http_host,
+                settings.http_port,
+                ssl_context=self.tls.context,
+                handshake_timeout=settings.tls_handshake_timeout,
+                reuse_port=settings.reuse_port,
+            )
+        else:
+            self._site = web.TCPSite(
+                self._runner,
+                settings.http_host,
+                settings.http_port,
+                reuse_address=True,
+                reuse_port=settings.reuse_port or None,
+            )
         await self._site.start()
         if self.claims is not None:
             self.claims.start()
@@ -533,12 +549,42 @@ class Node:
             self._live_task = asyncio.create_task(self._share_live_forever(), name="live directory")
         self._ready = True
         log.info(
-            "ripplecast node %s (role %s) listening: %shttp port %d",
+            "ripplecast node %s (role %s) listening: %s%s%s port %d",
             self.node_id,
             settings.role.value,
             f"rtmp port {self.rtmp_port}, " if roles.rtmp else "",
+            f"rtmps port {self.rtmps_port}, " if self.rtmps_port else "",
+            "https" if self.tls is not None else "http",
             self.http_port,
         )
+        if self.tls is not None:
+            log.info(
+                "TLS certificate from %s, SHA-256 fingerprint %s",
+                self.tls.cert_file,
+                self.tls.fingerprint,
+            )
+
+    def reload_tls(self) -> bool:
+        """Load `tls_cert_file` and `tls_key_file` again (on SIGHUP): new HTTPS and RTMPS
+        handshakes get the new certificate, open connections keep theirs. When the new files
+        cannot be used, the certificate in use stays and the reason is logged as an error.
+        Returns whether the new certificate is in use."""
+        if self.tls is None:
+            log.warning("TLS reload asked for, but no certificate is configured (tls_cert_file)")
+            return False
+        previous = self.tls.fingerprint
+        try:
+            fingerprint = self.tls.reload()
+        except TlsError as exc:
+            log.error("TLS certificate NOT reloaded, still serving SHA-256 %s: %s", previous, exc)
+            return False
+        log.info(
+            "TLS certificate reloaded from %s: SHA-256 %s%s",
+            self.tls.cert_file,
+            fingerprint,
+            " (the same certificate)" if fingerprint == previous else "",
+        )
+        return True
 
     # --- health and drain ---------------------------------------------------------------------
 
@@ -753,12 +799,13 @@ class Node:
         http_port = self.http_port
         rtmp_port = self.rtmp_port
         host = settings.public_host
+        scheme = "https" if self.tls is not None else "http"
         internal = Addresses(
-            http=settings.cluster_internal_http_url or f"http://127.0.0.1:{http_port}",
+            http=settings.cluster_internal_http_url or f"{scheme}://127.0.0.1:{http_port}",
             rtmp=f"rtmp://127.0.0.1:{rtmp_port}" if rtmp_port else "",
         )
         public = Addresses(
-            http=settings.cluster_public_http_url or f"http://{host}:{http_port}",
+            http=settings.cluster_public_http_url or f"{scheme}://{host}:{http_port}",
             rtmp=settings.cluster_public_rtmp_url
             or (f"rtmp://{host}:{rtmp_port}" if rtmp_port else ""),
         )
@@ -913,6 +960,11 @@ class Node:
     def rtmp_port(self) -> int:
         """The RTMP port bound; 0 on a role without an RTMP listener (worker, web)."""
         return self.rtmp.port if self.roles.rtmp else 0
+
+    @property
+    def rtmps_port(self) -> int:
+        """The RTMPS port bound; 0 without a certificate or an RTMP listener."""
+        return self.rtmp.tls_port if self.roles.rtmp else 0
 
     @property
     def http_port(self) -> int:

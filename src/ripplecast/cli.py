@@ -253,8 +253,13 @@ async def _serve(settings: Settings) -> None:
     """Run until a signal: SIGTERM drains first (see `Node.drain`), SIGINT stops at once, and
     a second SIGTERM during the drain stops at once too."""
     from ripplecast.app import Node
+    from ripplecast.tls import TlsError
 
-    node = Node(settings)
+    try:
+        node = Node(settings)
+    except TlsError as exc:
+        typer.echo(f"cannot start: {exc}", err=True)
+        raise typer.Exit(2) from None
     stop = asyncio.Event()
     drain = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -264,6 +269,9 @@ async def _serve(settings: Settings) -> None:
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    if node.tls is not None:
+        # The usual reload signal: `kill -HUP PID` after renewing the certificate.
+        loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await node.start()
     _print_welcome(node)
     log = logging.getLogger("ripplecast")
@@ -708,7 +716,9 @@ def _print_welcome(node: Any) -> None:
     settings: Settings = node.settings
     host = settings.public_host
     rtmp = f"rtmp://{host}:{node.rtmp_port}/{settings.rtmp_app}"
-    http = f"http://{host}:{node.http_port}"
+    if node.rtmps_port:  # with a certificate: OBS and players are told the encrypted way in
+        rtmp = f"rtmps://{host}:{node.rtmps_port}/{settings.rtmp_app}"
+    http = f"{'https' if node.tls is not None else 'http'}://{host}:{node.http_port}"
     role = settings.role.value
     if role != "all":
         # A cluster node: what it serves, by role (the cluster's entry points are HAProxy's).

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRET_FIELDS = frozenset(
@@ -55,6 +55,13 @@ class NodeRole(StrEnum):
     """Runs transcoding jobs only."""
     WEB = "web"
     """Pages, REST API, uploads and the redirect to the least-loaded edge."""
+
+
+class TlsVersion(StrEnum):
+    """The oldest TLS version the node's HTTPS and RTMPS listeners accept."""
+
+    TLS1_2 = "TLSv1.2"
+    TLS1_3 = "TLSv1.3"
 
 
 class PublishMode(StrEnum):
@@ -101,6 +108,36 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("data"), description="Folder for all state of this node.")
     log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- TLS: HTTPS and RTMPS -------------------------------------------------------------
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain (the server's certificate first, then the"
+        " intermediates). With tls_key_file, the HTTP port serves HTTPS only and RTMPS listens"
+        " on rtmps_port (plain RTMP stays on rtmp_port). Loaded again on SIGHUP. Empty: no TLS.",
+    )
+    tls_key_file: Path | None = Field(
+        None,
+        description="The PEM private key of tls_cert_file (unencrypted; readable by this"
+        " user only). Set both or neither.",
+    )
+    rtmps_port: int = Field(
+        1936,
+        ge=0,
+        le=65535,
+        description="RTMPS (RTMP over TLS) port, opened when a certificate is set (0 = any free"
+        " port). 443 lets clients leave the port out of rtmps:// URLs.",
+    )
+    tls_min_version: TlsVersion = Field(
+        TlsVersion.TLS1_2, description="Oldest TLS version accepted: TLSv1.2 or TLSv1.3."
+    )
+    tls_handshake_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to finish the TLS handshake (HTTPS and RTMPS) before"
+        " it is disconnected.",
+    )
 
     # --- shared state ----------------------------------------------------------------------
     database_url: str = Field(
@@ -546,6 +583,35 @@ class Settings(BaseSettings):
         description="Bind the RTMP and HTTP ports with SO_REUSEPORT, so several edge processes"
         " of one machine share them (the kernel spreads the connections).",
     )
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        # RIPPLECAST_TLS_CERT_FILE="" means "no TLS", not the current directory.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: TLS needs both the certificate and its"
+                " key (or neither, for plain HTTP and RTMP)"
+            )
+        if self.tls_enabled and self.rtmps_port:
+            for other in ("rtmp_port", "http_port"):
+                if getattr(self, other) == self.rtmps_port:
+                    raise ValueError(f"rtmps_port and {other} are both {self.rtmps_port}")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when a certificate is configured: HTTPS on http_port, RTMPS on rtmps_port."""
+        return self.tls_cert_file is not None
 
     @field_validator("trusted_proxies")
     @classmethod

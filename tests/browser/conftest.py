@@ -88,8 +88,10 @@ async def browser() -> AsyncIterator[Browser]:
 async def page(
     browser: Browser, request: pytest.FixtureRequest, pytestconfig: pytest.Config
 ) -> AsyncIterator[Page]:
-    """A fresh context and page; on failure its screenshot and console log are kept."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    """A fresh context and page; on failure its screenshot and console log are kept. A test
+    module may set CONTEXT_OPTIONS (keyword arguments of `Browser.new_context`)."""
+    options = getattr(request.module, "CONTEXT_OPTIONS", {})
+    context = await browser.new_context(viewport={"width": 1280, "height": 800}, **options)
     context.set_default_timeout(15_000)
     console: list[str] = []
 

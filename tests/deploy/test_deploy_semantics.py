@@ -44,9 +44,8 @@ from deploy_support import (
 
 from ripplecast.config import NodeRole, Settings
 
-PENDING_SETTINGS = {"drain_timeout_seconds"}
-"""Settings the deployment files already use that another branch of issue 8 adds (the drain on
-SIGTERM); once Settings has them they are checked like every other."""
+PENDING_SETTINGS: set[str] = set()
+"""Settings the deployment files may use before Settings has them (none now)."""
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|DATABASE_URL|ACCESS_KEY")
 

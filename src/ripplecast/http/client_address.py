@@ -1,6 +1,8 @@
 """The client's address behind a load balancer: requests from `trusted_proxies` carry it in
 X-Forwarded-For, and every handler (logs, login rate limits, IP-bound signed URLs, HLS viewer
-counts) sees it as `request.remote`. Without trusted proxies nothing changes."""
+counts) sees it as `request.remote`. A balancer that terminates TLS says so with
+`X-Forwarded-Proto: https`, and handlers see `request.secure` (cookies get the Secure
+attribute). Without trusted proxies nothing changes."""
 
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ def client_address_middleware(proxies: TrustedProxies) -> Middleware:
         client = proxies.client(peer, forwarded)
         if client != peer:
             request = request.clone(remote=client)
+        if (
+            not request.secure
+            and request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
+            and proxies.trusts(peer)
+        ):
+            request = request.clone(scheme="https")
         return await handler(request)
 
     return client_address

@@ -8,6 +8,7 @@ it, and never stored or shown again (the dashboard lists its last characters onl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -29,7 +30,7 @@ from ripplecast.web.views import (
     text_field,
 )
 
-__all__ = ["DashboardPages", "RtmpPort"]
+__all__ = ["DashboardPages", "RtmpPort", "RtmpsPort"]
 
 
 @runtime_checkable
@@ -38,6 +39,14 @@ class RtmpPort(Protocol):
 
     @property
     def port(self) -> int: ...
+
+
+@runtime_checkable
+class RtmpsPort(Protocol):
+    """Something that knows the RTMPS port actually bound (the RTMP server with TLS)."""
+
+    @property
+    def tls_port(self) -> int: ...
 
 
 class DashboardPages:
@@ -118,8 +127,15 @@ class DashboardPages:
         )
 
     def _obs_server(self) -> str:
-        """The server URL to type into OBS, with the RTMP port actually bound if known."""
+        """The server URL to type into OBS, with the RTMP port actually bound if known; with a
+        certificate, the RTMPS one (the stream key then never crosses the network in clear)."""
         settings = self._ctx.settings
+        if settings.tls_enabled:
+            port = settings.rtmps_port
+            if isinstance(self._publishers, RtmpsPort):
+                with contextlib.suppress(RuntimeError):  # not listening yet: the setting
+                    port = self._publishers.tls_port
+            return f"rtmps://{settings.public_host}:{port}/live"
         port = settings.rtmp_port
         try:
             if self._rtmp_port is not None:

@@ -5,6 +5,10 @@ sans-I/O session, acts on its events (connect, publish, play, media) and arms th
 (handshake, idle, publisher silence). A misbehaving peer closes its own connection with a logged
 reason and a counter; nothing it sends can reach another stream.
 
+With a TLS context the server also listens on `rtmps_port`: RTMPS connections are the same
+`RtmpConnection`s (same hub, policy and limits) once their TLS handshake is done, which has
+`tls_handshake_timeout` to finish.
+
 Players are readers of the hub: their media is framed once per batch by `RtmpFormat` and the same
 bytes are written to every player (`rtmp_media_message`), next to the session's own replies.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -112,6 +117,7 @@ class RtmpServer:
         admit: Admit | None = None,
         claim: Claim | None = None,
         accept_publishers: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -138,6 +144,10 @@ class RtmpServer:
         self._formats: dict[int, RtmpFormat] = {}
         self._server: asyncio.Server | None = None
         self._bound_port: int | None = None
+        self.tls = tls
+        """The server TLS context of the RTMPS listener; None: plain RTMP only."""
+        self._tls_server: asyncio.Server | None = None
+        self._bound_tls_port: int | None = None
 
     def format_for(self, stream_id: int) -> RtmpFormat:
         """The shared format for players on message stream `stream_id`."""
@@ -147,21 +157,35 @@ class RtmpServer:
         return fmt
 
     async def start(self) -> None:
-        """Start listening on the configured host and port."""
+        """Start listening on the configured host and port (and the RTMPS port with TLS)."""
         loop = asyncio.get_running_loop()
+        settings = self.settings
         self._server = await loop.create_server(
             lambda: RtmpConnection(self),
-            self.settings.rtmp_host,
-            self.settings.rtmp_port,
+            settings.rtmp_host,
+            settings.rtmp_port,
             reuse_address=True,
-            reuse_port=self.settings.reuse_port or None,
+            reuse_port=settings.reuse_port or None,
         )
+        if self.tls is not None:
+            self._tls_server = await loop.create_server(
+                lambda: RtmpConnection(self),
+                settings.rtmp_host,
+                settings.rtmps_port,
+                ssl=self.tls,
+                ssl_handshake_timeout=settings.tls_handshake_timeout,
+                reuse_address=True,
+                reuse_port=settings.reuse_port or None,
+            )
 
     def stop_listening(self) -> None:
         """Accept no new connection (draining); the connected ones go on."""
         if self._server is not None:
             _ = self.port  # remembered for the registry and logs
             self._server.close()
+        if self._tls_server is not None:
+            _ = self.tls_port
+            self._tls_server.close()
 
     @property
     def port(self) -> int:
@@ -173,14 +197,26 @@ class RtmpServer:
             self._bound_port = int(self._server.sockets[0].getsockname()[1])
         return self._bound_port
 
+    @property
+    def tls_port(self) -> int:
+        """The RTMPS port actually bound; 0 without TLS."""
+        if self.tls is None:
+            return 0
+        if self._bound_tls_port is None:
+            if self._tls_server is None or not self._tls_server.sockets:
+                raise RuntimeError("RTMPS server is not listening")
+            self._bound_tls_port = int(self._tls_server.sockets[0].getsockname()[1])
+        return self._bound_tls_port
+
     async def close(self) -> None:
         """Stop listening and close every connection, telling players the stream ended."""
-        if self._server is not None:
-            self._server.close()
+        servers = [server for server in (self._server, self._tls_server) if server is not None]
+        for server in servers:
+            server.close()
         for connection in list(self.connections):
             connection.shutdown()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
 
     def kick_key(self, key_id: int) -> int:
         """Disconnect every publisher that went live with stream key `key_id`; return how many."""
@@ -213,6 +249,8 @@ class RtmpConnection(asyncio.Protocol):
         self.peer = "?"
         self.peer_ip = ""
         self.transport: asyncio.Transport | None = None
+        self.over_tls = False
+        """An RTMPS connection (its TLS handshake done)."""
         self.session = ServerSession(server.limits, timestamp_ms=int(time.time() * 1000))
         self._deadline: asyncio.TimerHandle | None = None
         self._publisher_check: asyncio.TimerHandle | None = None
@@ -234,6 +272,7 @@ class RtmpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.over_tls = transport.get_extra_info("ssl_object") is not None
         settings = self.server.settings
         if len(self.server.connections) >= settings.rtmp_max_connections:
             self._refuse("rtmp_max_connections", "too many connections")
@@ -500,7 +539,13 @@ class RtmpConnection(asyncio.Protocol):
         self._publisher_check = loop.call_later(
             settings.rtmp_publisher_timeout / 2, self._check_publisher
         )
-        log.info("rtmp conn=%d peer=%s publish start stream=%s", self.id, self.peer, name)
+        log.info(
+            "rtmp conn=%d peer=%s publish start stream=%s%s",
+            self.id,
+            self.peer,
+            name,
+            " (rtmps)" if self.over_tls else "",
+        )
         self.server.notify("on_publish", data)
 
     def _reject_publish(self, event: PublishRequest, reason: str, message: str) -> None:
@@ -563,7 +608,13 @@ class RtmpConnection(asyncio.Protocol):
             limit_send_buffer(self.transport, settings.viewer_send_buffer_bytes)
         reader = stream.add_reader(self, self.server.format_for(event.stream_id))
         self.playing[event.stream_id] = (stream, reader)
-        log.info("rtmp conn=%d peer=%s play start stream=%s", self.id, self.peer, name)
+        log.info(
+            "rtmp conn=%d peer=%s play start stream=%s%s",
+            self.id,
+            self.peer,
+            name,
+            " (rtmps)" if self.over_tls else "",
+        )
         self.server.notify("on_play", self._event_data(name))
 
     def _stream_closed(self, stream_id: int, command: str) -> None:
