@@ -413,12 +413,14 @@ async def check_private_video(
     path = signed_master.split("?", 1)[0]
 
     # The signed URL plays through the cache; a second viewer with it is served the copy.
-    statuses = []
+    statuses, request_ids = [], set()
     for _ in range(2):
         async with http.get(cdn.url + signed_master) as r:
             assert r.status == 200
             statuses.append(r.headers["X-Cache-Status"])
+            request_ids.add(r.headers["X-Request-Id"])
     assert statuses == ["MISS", "HIT"]
+    assert len(request_ids) == 1  # a cached copy repeats the id of the request that filled it
     copies = await fetch_video(http, cdn.url, signed_master)
     signed_segment = next(uri for uri in copies if ".ts?" in uri)
     async with http.get(cdn.url + signed_segment) as r:
