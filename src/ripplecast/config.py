@@ -296,6 +296,13 @@ class Settings(BaseSettings):
         description="Log lines as text for people, or one JSON object per line (with node,"
         " request and stream ids) for a log collector.",
     )
+    vod_cdn_max_age_seconds: int = Field(
+        3600,
+        ge=1,
+        description="How long a shared cache (a CDN) may serve a public video's files before"
+        " asking this node again (s-maxage): a video made private or deleted stays reachable"
+        " through a CDN at most this long. Browsers keep them a year either way.",
+    )
 
     web_vendor_dir: Path | None = Field(
         None,

@@ -33,6 +33,7 @@ from ripplecast.vod.uploads import Uploads
 from ripplecast.webhooks.registry import WebhookRegistry
 
 LIVE_ROUTES = web.AppKey("live_routes", LiveRoutes)
+VOD_ROUTES = web.AppKey("vod_routes", VodRoutes)
 
 
 def create_app(
@@ -103,7 +104,14 @@ def create_app(
         routers.append(webhooks_router(WebhookRegistry(db, allow_private=allow_private)))
     media = vod_media if vod_media is not None else vod[2] if vod is not None else None
     if media is not None:
-        VodRoutes(media, authorize, presigned_get=settings.s3_presigned_get).register(app)
+        vod_routes = VodRoutes(
+            media,
+            authorize,
+            presigned_get=settings.s3_presigned_get,
+            shared_max_age=settings.vod_cdn_max_age_seconds,
+        )
+        vod_routes.register(app)
+        app[VOD_ROUTES] = vod_routes
     if vod is not None:
         videos, uploads, _storage, signer = vod
         routers.append(videos_router(videos, uploads, signer=signer))

@@ -5,12 +5,16 @@ header, the hub writes pre-framed HTTP chunks (`HttpFlvFormat`) straight to the 
 shared bytes object per batch for every viewer, no per-viewer task, queue or re-framing.
 
 HLS is served from the packager's memory: the playlist and segments are bytes objects built once.
+Both carry an ETag and answer If-None-Match with 304, and say how long a cache may keep them
+(`ripplecast.http.caching`): a playlist half a segment, a segment as long as it stays fetchable;
+HTTP-FLV and every error are `no-store`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -24,7 +28,20 @@ from ripplecast.accounts.cluster_tokens import HEADER as CLUSTER_HEADER
 from ripplecast.accounts.policy import AccessRequest, Action, Credentials, Decision, Via
 from ripplecast.accounts.signed_urls import PARAMS
 from ripplecast.config import Settings
-from ripplecast.live.hls import PLAYLIST_CONTENT_TYPE, SEGMENT_CONTENT_TYPE, HlsPackager
+from ripplecast.http.caching import (
+    NO_STORE,
+    etag_matches,
+    live_playlist_max_age,
+    live_segment_max_age,
+    media_cache_headers,
+)
+from ripplecast.live.hls import (
+    EXTRA_SEGMENTS_KEPT,
+    PLAYLIST_CONTENT_TYPE,
+    SEGMENT_CONTENT_TYPE,
+    HlsPackager,
+    HlsSegment,
+)
 from ripplecast.live.hub import Hub
 from ripplecast.live.names import InvalidStreamName, printable, validate_stream_name
 from ripplecast.live.sockets import limit_send_buffer
@@ -46,6 +63,11 @@ def ignore_event(event: str, payload: Mapping[str, object]) -> None:
 
 
 CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Content-Length"}
+"""The same for every request (no `Vary: Origin` needed): media is fetched cross-origin by
+players embedded anywhere, and access is decided by credentials, not by the page's origin."""
+
+ERROR_HEADERS = {**CORS, "Cache-Control": NO_STORE}
+"""Headers of every error answer of the media routes: nobody may cache a refusal or a miss."""
 
 
 SESSION_COOKIE = "rc_session"
@@ -127,6 +149,13 @@ class LiveRoutes:
         belong to viewers already watching as often as to new ones, are still served)."""
         self.refused: Counter[str] = Counter()
         """Requests refused, by reason (for logs and metrics)."""
+        self.served: Counter[str] = Counter()
+        """HLS requests answered, by kind: `playlist`, `segment`, and `playlist_not_modified`,
+        `segment_not_modified` for 304s (behind a CDN: what reaches this node)."""
+        self._playlist_max_age = live_playlist_max_age(settings.hls_segment_seconds)
+        self._segment_max_age = live_segment_max_age(
+            settings.hls_segment_seconds, settings.hls_window_segments + EXTRA_SEGMENTS_KEPT
+        )
 
     def register(self, app: web.Application) -> None:
         """Add the routes to `app`."""
@@ -139,8 +168,8 @@ class LiveRoutes:
         path = printable(request.path, 128)
         log.info("http peer=%s %s refused: %s (%s)", request.remote, path, message, reason)
 
-    async def _stream(self, request: web.Request, via: Via) -> LiveStream:
-        """The stream a request names, once the access policy allows it.
+    async def _stream(self, request: web.Request, via: Via) -> tuple[LiveStream, Decision]:
+        """The stream a request names and the policy's decision, once the policy allows it.
 
         400 for a malformed name; the policy's status (403 for a bad signature, 404 otherwise)
         when refused; 404 when the stream is not live. Refused and unknown look alike.
@@ -150,7 +179,7 @@ class LiveRoutes:
             name = validate_stream_name(raw, max_length=self.settings.stream_name_max_length)
         except InvalidStreamName as exc:
             self._refuse(request, "bad_name", str(exc))
-            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+            raise web.HTTPBadRequest(text=f"{exc}\n", headers=ERROR_HEADERS) from None
         resource = f"/live/{name}"
         decision = await self.authorize(
             AccessRequest(
@@ -161,31 +190,29 @@ class LiveRoutes:
         if not decision.allowed:
             self._refuse(request, decision.reason, "access refused")
             if decision.status == 403:
-                raise web.HTTPForbidden(text="access refused\n", headers=CORS)
-            raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=CORS)
+                raise web.HTTPForbidden(text="access refused\n", headers=ERROR_HEADERS)
+            raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=ERROR_HEADERS)
         stream = await self.hub.find(name)
         if stream is None:
             self._refuse(request, "not_found", f"no live stream named {name}")
-            raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=CORS)
-        return stream
+            raise web.HTTPNotFound(text=f"no live stream named {name}\n", headers=ERROR_HEADERS)
+        return stream, decision
 
     async def http_flv(self, request: web.Request) -> web.StreamResponse:
         """Stream the live stream as FLV over chunked HTTP until it ends or the viewer leaves."""
         if self.draining:
             self._refuse(request, "draining", "the node is draining")
             raise web.HTTPServiceUnavailable(
-                text="this node is shutting down; try again\n", headers={"Retry-After": "1"}
+                text="this node is shutting down; try again\n",
+                headers={**ERROR_HEADERS, "Retry-After": "1"},
             )
-        stream = await self._stream(request, Via.HTTP_FLV)
+        stream, _decision = await self._stream(request, Via.HTTP_FLV)
         if self.viewers >= self.settings.http_max_viewers:
             self._refuse(request, "http_max_viewers", "too many viewers")
-            raise web.HTTPServiceUnavailable(text="too many viewers\n")
+            raise web.HTTPServiceUnavailable(text="too many viewers\n", headers=ERROR_HEADERS)
+        # An endless body: a cache could only hold it back from the viewer.
         response = web.StreamResponse(
-            headers={
-                "Content-Type": "video/x-flv",
-                "Cache-Control": "no-cache, no-store",
-                **CORS,
-            }
+            headers={"Content-Type": "video/x-flv", "Cache-Control": NO_STORE, **CORS}
         )
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -227,11 +254,33 @@ class LiveRoutes:
         for listener in stream.listeners:
             if isinstance(listener, HlsPackager):
                 return listener
-        raise web.HTTPNotFound(text="HLS is not enabled\n", headers=CORS)
+        raise web.HTTPNotFound(text="HLS is not enabled\n", headers=ERROR_HEADERS)
+
+    def _answer(
+        self,
+        request: web.Request,
+        kind: str,
+        body: bytes,
+        etag: str,
+        headers: dict[str, str],
+    ) -> web.Response:
+        """200 with `body`, or 304 when the request already holds `etag` (a cache revalidating);
+        both carry the same validators and caching headers."""
+        headers = {**headers, "ETag": etag, **CORS}
+        match = request.headers.get("If-None-Match")
+        if match is not None and etag_matches(match, etag):
+            self.served[f"{kind}_not_modified"] += 1
+            return web.Response(status=304, headers=headers)
+        self.served[kind] += 1
+        return web.Response(body=body, headers=headers)
 
     async def hls_playlist(self, request: web.Request) -> web.Response:
-        """The live media playlist; waits for the first segment of a stream that just began."""
-        packager = self._packager(await self._stream(request, Via.HLS))
+        """The live media playlist; waits for the first segment of a stream that just began.
+
+        Fresh for half a segment (`live_playlist_max_age`), with an ETag derived from its bytes,
+        so a cache revalidates it often and mostly hears 304 until the next segment."""
+        stream, decision = await self._stream(request, Via.HLS)
+        packager = self._packager(stream)
         client = f"{request.remote}|{request.headers.get('User-Agent', '')[:200]}"
         packager.audience.seen(client, time.monotonic())
         if packager.playlist is None:
@@ -240,32 +289,36 @@ class LiveRoutes:
                 await asyncio.wait_for(packager.ready.wait(), wait)
         playlist = packager.playlist
         if playlist is None:
-            raise web.HTTPNotFound(text="no segment yet\n", headers=CORS)
+            raise web.HTTPNotFound(text="no segment yet\n", headers=ERROR_HEADERS)
         signed = signed_params(request)
         if signed:
             # Segments inherit the playlist's grant, so hls.js can fetch them.
             suffix = ("?" + urlencode(signed)).encode()
             playlist = _SEGMENT_LINE.sub(lambda m: m.group(0) + suffix, playlist)
-        return web.Response(
-            body=playlist,
-            headers={
-                "Content-Type": PLAYLIST_CONTENT_TYPE,
-                "Cache-Control": "max-age=1",
-                **CORS,
-            },
+        # A few hundred bytes: hashing them costs less than remembering which hash is whose.
+        etag = '"' + hashlib.blake2b(playlist, digest_size=12).hexdigest() + '"'
+        caching = media_cache_headers(
+            decision, signed, now=time.time(), max_age=self._playlist_max_age
         )
+        headers = {"Content-Type": PLAYLIST_CONTENT_TYPE, **caching}
+        return self._answer(request, "playlist", playlist, etag, headers)
 
     async def hls_segment(self, request: web.Request) -> web.Response:
-        """One MPEG-TS segment from memory."""
-        packager = self._packager(await self._stream(request, Via.HLS))
-        segment = packager.segment(int(request.match_info["number"]))
+        """One MPEG-TS segment from memory, fresh for as long as the packager keeps it."""
+        stream, decision = await self._stream(request, Via.HLS)
+        segment = self._packager(stream).segment(int(request.match_info["number"]))
         if segment is None:
-            raise web.HTTPNotFound(text="no such segment\n", headers=CORS)
-        return web.Response(
-            body=segment.data,
-            headers={
-                "Content-Type": SEGMENT_CONTENT_TYPE,
-                "Cache-Control": "public, max-age=60",
-                **CORS,
-            },
+            raise web.HTTPNotFound(text="no such segment\n", headers=ERROR_HEADERS)
+        caching = media_cache_headers(
+            decision, signed_params(request), now=time.time(), max_age=self._segment_max_age
         )
+        headers = {"Content-Type": SEGMENT_CONTENT_TYPE, **caching}
+        return self._answer(request, "segment", segment.data, segment_etag(segment), headers)
+
+
+def segment_etag(segment: HlsSegment) -> str:
+    """A live segment's ETag, without hashing its bytes: its number, the wall-clock time its
+    first packet arrived and its size tell it apart from a segment of the same number made by
+    an earlier run of the stream (numbers restart when a stream is published anew)."""
+    arrived_ms = round(segment.program_date_time * 1000)
+    return f'"{segment.number:x}-{arrived_ms:x}-{len(segment.data):x}"'

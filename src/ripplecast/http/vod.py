@@ -8,21 +8,35 @@ signed master URL.
 
 Responses carry ETag and Last-Modified (conditional requests answer 304), honour one byte range
 (206, or 416 when it cannot be met), and long-lived Cache-Control: a ready video's objects never
-change. Private videos are `private` so shared caches keep them out. With presigned S3 GETs
+change, so browsers keep them a year (`immutable`). Shared caches (a CDN) keep a public video's
+objects `vod_cdn_max_age_seconds` before revalidating, which bounds how long a video made private
+or deleted stays reachable through one. A video opened by a session or token is `private`; by a
+signed URL, cacheable under that URL until the grant expires (`ripplecast.http.caching`). A
+playlist rewritten for a grant has its own ETag. Errors are `no-store`. With presigned S3 GETs
 enabled, segments and images redirect to the store instead of passing through the node.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
+import time
+from collections import Counter
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from ripplecast.accounts.policy import AccessRequest, Action, Via
-from ripplecast.http.live import CORS, Authorize, request_credentials, signed_params
+from ripplecast.http.caching import etag_matches, media_cache_headers
+from ripplecast.http.live import (
+    CORS,
+    ERROR_HEADERS,
+    Authorize,
+    request_credentials,
+    signed_params,
+)
 from ripplecast.storage import InvalidKey, ObjectInfo, ObjectNotFound, Storage, check_key
 
 __all__ = ["VodRoutes"]
@@ -31,6 +45,10 @@ _VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _URI_ATTRIBUTE = re.compile(rb'URI="([^"?]+)"')
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+BROWSER_MAX_AGE = 31_536_000
+"""A ready video's objects never change: a browser may keep them a year."""
+PRIVATE_MAX_AGE = 3600
+"""How long a browser keeps what it saw as the video's owner (access can be withdrawn)."""
 
 
 def _with_grant(body: bytes, suffix: bytes, *, vtt: bool) -> bytes:
@@ -52,14 +70,31 @@ def _with_grant(body: bytes, suffix: bytes, *, vtt: bool) -> bytes:
     return b"\n".join(out)
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
 class VodRoutes:
     """The `/vod/` routes of a node."""
 
-    def __init__(self, storage: Storage, authorize: Authorize, *, presigned_get: bool) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        authorize: Authorize,
+        *,
+        presigned_get: bool,
+        shared_max_age: int = 3600,
+    ) -> None:
+        """`shared_max_age` is how long a shared cache may keep a public video's object before
+        revalidating (the `vod_cdn_max_age_seconds` setting)."""
         self._storage = storage
         self._authorize = authorize
         self._presigned = presigned_get
+        self._shared_max_age = shared_max_age
         self.refused: dict[str, int] = {}
+        self.served: Counter[str] = Counter()
+        """Requests answered, by kind: `text` (playlists, thumbnail maps), `file`,
+        `not_modified`, `redirect` (behind a CDN: what reaches this node)."""
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/vod/{video}/{path:.+}", self.serve)
@@ -71,12 +106,12 @@ class VodRoutes:
         video, path = request.match_info["video"], request.match_info["path"]
         if not _VIDEO_ID.match(video):
             self._refuse("bad_path")
-            raise web.HTTPNotFound(text="no such video\n", headers=CORS)
+            raise web.HTTPNotFound(text="no such video\n", headers=ERROR_HEADERS)
         try:
             key = check_key(f"vod/{video}/{path}")
         except InvalidKey:
             self._refuse("bad_path")
-            raise web.HTTPBadRequest(text="invalid path\n", headers=CORS) from None
+            raise web.HTTPBadRequest(text="invalid path\n", headers=ERROR_HEADERS) from None
         decision = await self._authorize(
             AccessRequest(
                 Action.PLAY,
@@ -90,39 +125,53 @@ class VodRoutes:
         if not decision.allowed:
             self._refuse(decision.reason)
             if decision.status == 403:
-                raise web.HTTPForbidden(text="forbidden\n", headers=CORS)
-            raise web.HTTPNotFound(text="no such video\n", headers=CORS)
+                raise web.HTTPForbidden(text="forbidden\n", headers=ERROR_HEADERS)
+            raise web.HTTPNotFound(text="no such video\n", headers=ERROR_HEADERS)
         try:
             info = await self._storage.stat(key)
         except ObjectNotFound:
-            raise web.HTTPNotFound(text="no such file\n", headers=CORS) from None
-        private = decision.principal is not None or bool(signed_params(request))
+            raise web.HTTPNotFound(text="no such file\n", headers=ERROR_HEADERS) from None
+        signed = signed_params(request)
+        text = key.endswith((".m3u8", ".vtt"))
+        etag = info.etag
+        if text and signed:
+            # The body is rewritten with the grant: another representation, another tag.
+            etag = '"' + _digest(info.etag.encode() + urlencode(signed).encode()) + '"'
         headers = {
             **CORS,
-            "ETag": info.etag,
-            "Last-Modified": format_datetime(info.modified, usegmt=True),
-            "Cache-Control": (
-                "private, max-age=3600" if private else "public, max-age=31536000, immutable"
+            **media_cache_headers(
+                decision,
+                signed,
+                now=time.time(),
+                max_age=BROWSER_MAX_AGE,
+                private_max_age=PRIVATE_MAX_AGE,
+                shared_max_age=self._shared_max_age,
+                immutable=True,
             ),
-            "Accept-Ranges": "bytes",
+            "ETag": etag,
+            "Last-Modified": format_datetime(info.modified, usegmt=True),
         }
-        if private:
-            headers["Vary"] = "Cookie, Authorization"
-        if self._not_modified(request, info):
+        if not text:
+            headers["Accept-Ranges"] = "bytes"
+        if self._not_modified(request, etag, info):
+            self.served["not_modified"] += 1
             return web.Response(status=304, headers=headers)
-        if key.endswith((".m3u8", ".vtt")):
-            return await self._text(request, key, info, headers)
+        if text:
+            self.served["text"] += 1
+            return await self._text(request, key, headers)
         if self._presigned:
             url = await self._storage.presigned_url(key, expires_seconds=3600)
             if url is not None:
+                self.served["redirect"] += 1
                 raise web.HTTPFound(url, headers={**CORS, "Cache-Control": "private, max-age=60"})
+        self.served["file"] += 1
         return await self._bytes(request, key, info, headers)
 
     @staticmethod
-    def _not_modified(request: web.Request, info: ObjectInfo) -> bool:
+    def _not_modified(request: web.Request, etag: str, info: ObjectInfo) -> bool:
         match = request.headers.get("If-None-Match")
         if match is not None:
-            return info.etag in [tag.strip() for tag in match.split(",")] or match.strip() == "*"
+            return etag_matches(match, etag)
         since = request.headers.get("If-Modified-Since")
         if since:
             try:
@@ -131,15 +180,12 @@ class VodRoutes:
                 return False
         return False
 
-    async def _text(
-        self, request: web.Request, key: str, info: ObjectInfo, headers: dict[str, str]
-    ) -> web.Response:
+    async def _text(self, request: web.Request, key: str, headers: dict[str, str]) -> web.Response:
         body = await self._storage.read_bytes(key)
         signed = signed_params(request)
         if signed:
             suffix = ("?" + urlencode(signed)).encode()
             body = _with_grant(body, suffix, vtt=key.endswith(".vtt"))
-            headers = {k: v for k, v in headers.items() if k not in ("ETag", "Accept-Ranges")}
         content_type = PLAYLIST_TYPE if key.endswith(".m3u8") else "text/vtt"
         return web.Response(body=body, headers={**headers, "Content-Type": content_type})
 
@@ -160,7 +206,7 @@ class VodRoutes:
                     start, stop = max(size - int(last), 0), size
                 if start >= size or start >= stop:
                     raise web.HTTPRequestRangeNotSatisfiable(
-                        headers={**CORS, "Content-Range": f"bytes */{size}"}
+                        headers={**ERROR_HEADERS, "Content-Range": f"bytes */{size}"}
                     )
                 status = 206
                 headers = {**headers, "Content-Range": f"bytes {start}-{stop - 1}/{size}"}
