@@ -235,7 +235,7 @@ async def test_health_endpoints(make_node: NodeFactory) -> None:
                 assert (await response.json())["status"] == "alive"
             async with http.get(f"{node.http}/readyz") as response:
                 assert response.status == 200
-                assert (await response.json()) == {"status": "ready", "streams": 0}
+                assert (await response.json()) == {"status": "ready", "role": "all", "streams": 0}
             # The node serves its REST API and the OpenAPI document describing it.
             async with http.get(f"{node.http}/api/v1/openapi.json") as response:
                 assert response.status == 200
