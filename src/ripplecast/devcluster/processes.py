@@ -215,6 +215,8 @@ def stop_groups(
         signal_group(record, signal.SIGKILL)
     _wait_ended(pending, outcomes, StopOutcome.KILLED, kill_timeout, reap)
     outcomes.update(dict.fromkeys(pending, StopOutcome.SURVIVED))
+    if reap is not None:
+        reap()  # a child that ended after the last look is a zombie until collected
     return outcomes
 
 
