@@ -25,6 +25,7 @@ from ripplecast.http.pages import PageRoutes
 from ripplecast.http.redirect import RedirectRoutes
 from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
+from ripplecast.metrics import NodeMetrics
 from ripplecast.protocols.proxy_header import TrustedProxies
 from ripplecast.storage import Storage
 from ripplecast.vod.service import Videos
@@ -49,6 +50,7 @@ def create_app(
     vod_media: Storage | None = None,
     cluster: NodeRegistry | None = None,
     live_view: LiveView | None = None,
+    metrics: NodeMetrics | None = None,
 ) -> web.Application:
     """Build the application; `ready` says whether the node accepts publishers right now;
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
@@ -59,12 +61,16 @@ def create_app(
     node registry), `/redirect/live/...` and `/redirect/vod/...` send viewers to the
     least-loaded edge and the API lists the nodes (`GET /api/v1/cluster/nodes`, admins).
     `live_view` is where the streams API and the pages learn which streams are live (a web
-    node: the cluster's live directory); without it, `hub`."""
+    node: the cluster's live directory); without it, `hub`. With `metrics`, `GET /metrics`
+    serves them and every response's latency is observed by route."""
     proxies = TrustedProxies(settings.trusted_proxies)
-    app = web.Application(
-        client_max_size=settings.api_max_body_bytes,
-        middlewares=[client_address_middleware(proxies)] if proxies else [],
-    )
+    middlewares = [client_address_middleware(proxies)] if proxies else []
+    if metrics is not None:
+        middlewares.insert(0, metrics.http_middleware)  # outermost: times all the others
+    app = web.Application(client_max_size=settings.api_max_body_bytes, middlewares=middlewares)
+    if metrics is not None:
+        app.on_response_prepare.append(metrics.on_response_prepare)
+        app.router.add_get("/metrics", metrics.handle)
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
     app[LIVE_ROUTES] = live
