@@ -11,8 +11,8 @@ This package sits below the adapters (HTTP, RTMP server, edge): it reads those t
 small protocols of `sources` and imports none of them.
 """
 
-from ripplecast.metrics.specs import CATALOG, MetricSpec, catalog
 from ripplecast.metrics.node import NodeMetrics
+from ripplecast.metrics.specs import CATALOG, MetricSpec, catalog
 from ripplecast.metrics.streams import StreamLabels
 
 __all__ = ["CATALOG", "MetricSpec", "NodeMetrics", "StreamLabels", "catalog"]

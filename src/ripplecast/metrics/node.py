@@ -40,7 +40,6 @@ from ripplecast.live.hls import HlsSegment
 from ripplecast.live.hub import Hub
 from ripplecast.live.stream import BatchFormat
 from ripplecast.metrics import specs as c
-from ripplecast.metrics.specs import MetricSpec
 from ripplecast.metrics.components import (
     AccessCollector,
     ClusterCollector,
@@ -49,6 +48,7 @@ from ripplecast.metrics.components import (
     UploadsCollector,
 )
 from ripplecast.metrics.sources import PullerSource, RefusalSource, RtmpSource
+from ripplecast.metrics.specs import MetricSpec
 from ripplecast.metrics.streams import LiveCollector, StreamLabels
 from ripplecast.storage import CachingStorage
 from ripplecast.vod.jobs import JobQueue
@@ -67,7 +67,7 @@ _STARTED = web.RequestKey("ripplecast_metrics_started", float)
 # No `_created` series beside each counter and histogram: in the text format they are gauges
 # of their own that double the series count and that Prometheus does not need. (A setting of
 # the prometheus_client library, for the whole process.)
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def _histogram(spec: MetricSpec, registry: CollectorRegistry) -> Histogram:

@@ -263,7 +263,8 @@ STREAM_READERS_DROPPED = MetricSpec(
 EDGE_UPSTREAM_STATE = MetricSpec(
     "ripplecast_edge_upstream_state",
     "gauge",
-    'Upstreams of this edge by state, 1 for the current one: "connecting" (first connection),'
+    'Upstreams of this edge by state (per stream: 1 for its current state): "connecting" (first'
+    " connection),"
     ' "connected" (media flowing from the origin), "failing" (broken; its viewers wait while'
     " the owner is looked up again).",
     ("stream", "state"),
@@ -342,7 +343,8 @@ AUTH_DENIALS = MetricSpec(
     "ripplecast_auth_denials_total",
     "counter",
     "Requests the access policy refused, by how they came (rtmp, http-flv, hls, api, vod) and"
-    " reason (invalid_key, bad_signature, expired, private, ...).",
+    " reason (no_key, bad_key, revoked_key, disabled_user, signature_expired and the other"
+    " signature_* reasons, not_found, unauthenticated, scope, not_admin, cluster_*).",
     ("protocol", "reason"),
 )
 

@@ -20,8 +20,8 @@ from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub
 from ripplecast.live.stream import BatchFormat, LiveStream, StreamState
 from ripplecast.metrics import specs as c
-from ripplecast.metrics.specs import MAX_REASONS, OTHER_STREAMS, MetricSpec
 from ripplecast.metrics.sources import PullerSource, RefusalSource, RtmpSource, UpstreamLike
+from ripplecast.metrics.specs import MAX_REASONS, OTHER_STREAMS, MetricSpec
 
 RATE_WINDOW_SECONDS = 10.0
 """The ingest rates are measured over at least this long when scrapes are that frequent."""
