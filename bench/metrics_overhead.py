@@ -1,0 +1,216 @@
+"""Metrics overhead: fan-out CPU of one server with metrics on versus off, in the same session.
+
+The same fan-out measurement as `bench.fanout` (one 720p30 stream, N HTTP-FLV viewers, server
+CPU from /proc over the window), run alternately on two server variants:
+
+- **on**: the defaults (`metrics_enabled = true`), and this process scrapes `/metrics` every
+  `--scrape-every` seconds (1 s: fifteen times as often as a usual Prometheus) from the
+  publisher's start to the end of the window, so the cost of collecting is in the figure;
+- **off**: `RIPPLECAST_METRICS_ENABLED=false` (no route, no middleware, no hooks, no probe).
+
+Runs alternate (on, off, on, off, ...) so that drift of the shared machine falls on both
+variants alike; each variant's figure is the median of its `--repeat` runs. The difference is
+(on - off) / off of the medians of the server's CPU % of a core.
+
+    python -m bench.metrics_overhead --viewers 1000 --duration 20 --repeat 3 \\
+        --out bench/results/metrics-2026-11-25.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.fanout import Server, raise_nofile, run_row
+from bench.publisher import prepare_media
+
+VARIANTS = {
+    "on": {"RIPPLECAST_METRICS_ENABLED": "true"},
+    "off": {"RIPPLECAST_METRICS_ENABLED": "false"},
+}
+
+
+@dataclass
+class Scrapes:
+    """What the scraper saw during one "on" run."""
+
+    count: int = 0
+    failures: int = 0
+    seconds: list[float] = field(default_factory=list)
+    bytes: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.seconds)
+        return {
+            "scrapes": self.count,
+            "failures": self.failures,
+            "scrape_ms_median": round(1000 * statistics.median(ordered), 2) if ordered else None,
+            "scrape_ms_max": round(1000 * ordered[-1], 2) if ordered else None,
+            "body_bytes": self.bytes,
+        }
+
+
+def scraper(every: float, seen: Scrapes) -> Callable[[Server], Awaitable[None]]:
+    """A `during` hook for `run_row`: GET /metrics every `every` seconds until cancelled."""
+
+    async def scrape(server: Server) -> None:
+        url = f"http://127.0.0.1:{server.http_port}/metrics"
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            next_at = time.monotonic()
+            while True:
+                started = time.monotonic()
+                try:
+                    async with http.get(url) as response:
+                        body = await response.read()
+                        if response.status != 200 or b"ripplecast_streams_live" not in body:
+                            raise RuntimeError(f"/metrics answered {response.status}")
+                    seen.seconds.append(time.monotonic() - started)
+                    seen.bytes = len(body)
+                    seen.count += 1
+                except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
+                    seen.failures += 1
+                    print(f"  scrape failed: {exc}", file=sys.stderr, flush=True)
+                next_at += every
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    return scrape
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    media = prepare_media(seconds=args.media_seconds)
+    order = ["on", "off"] if not args.off_first else ["off", "on"]
+    runs: list[dict[str, Any]] = []
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    log = args.out.with_suffix(".log").open("a") if args.out else None
+    try:
+        for attempt in range(args.repeat):
+            for variant in order:
+                print(
+                    f"# metrics {variant}: {args.viewers} {args.protocol} viewers"
+                    f" (run {attempt + 1}/{args.repeat})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                seen = Scrapes()
+                during = scraper(args.scrape_every, seen) if variant == "on" else None
+                row = await run_row(
+                    "ripplecast", args.protocol, args.viewers, duration=args.duration,
+                    batch_ms=args.batch_ms, media=media, env=VARIANTS[variant], during=during,
+                )  # fmt: skip
+                run = {"variant": variant, "run": attempt + 1, **asdict(row)}
+                if variant == "on":
+                    run.update(seen.summary())
+                runs.append(run)
+                line = json.dumps(run)
+                print("  " + line, file=sys.stderr, flush=True)
+                if log is not None:
+                    log.write(line + "\n")
+                    log.flush()
+    finally:
+        if log is not None:
+            log.close()
+    return {"runs": runs, "summary": summarise(runs)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median CPU of each variant and the difference between them."""
+    summary: dict[str, Any] = {}
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant]
+        cpu = [r["server_cpu_pct"] for r in mine]
+        summary[variant] = {
+            "runs": len(mine),
+            "server_cpu_pct": [round(x, 2) for x in cpu],
+            "server_cpu_pct_median": round(statistics.median(cpu), 2),
+            "kept_up": [f"{r['kept_up']}/{r['viewers']}" for r in mine],
+            "delay_p95_ms_median": statistics.median(r["delay_p95_ms"] for r in mine),
+            "rss_per_viewer_kb_median": round(
+                statistics.median(r["rss_per_viewer_kb"] for r in mine), 1
+            ),
+            "generator_cpu_pct_max": round(max(r["generator_cpu_pct"] for r in mine), 1),
+        }
+    on, off = summary["on"]["server_cpu_pct_median"], summary["off"]["server_cpu_pct_median"]
+    summary["difference_pct"] = round(100 * (on - off) / off, 2)
+    summary["scrapes"] = sum(r.get("scrapes", 0) for r in runs)
+    summary["scrape_failures"] = sum(r.get("failures", 0) for r in runs)
+    return summary
+
+
+def report(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    lines = [
+        "| run | variant | server CPU % of a core | kept up | delay p95 ms | RSS KB/viewer"
+        " | generator CPU % | scrapes | scrape ms (median / max) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["runs"]:
+        scrape = (
+            f"{r['scrapes']} | {r['scrape_ms_median']} / {r['scrape_ms_max']}"
+            if r["variant"] == "on"
+            else "- | -"
+        )
+        lines.append(
+            f"| {r['run']} | {r['variant']} | {r['server_cpu_pct']:.1f} |"
+            f" {r['kept_up']}/{r['viewers']} | {r['delay_p95_ms']:.0f} |"
+            f" {r['rss_per_viewer_kb']:.1f} | {r['generator_cpu_pct']:.0f} | {scrape} |"
+        )
+    on, off = summary["on"], summary["off"]
+    lines += [
+        "",
+        f"Median server CPU: metrics on {on['server_cpu_pct_median']} % of a core"
+        f" (runs {on['server_cpu_pct']}), off {off['server_cpu_pct_median']} %"
+        f" (runs {off['server_cpu_pct']}): difference {summary['difference_pct']:+.2f} %"
+        f" ({summary['scrapes']} scrapes, {summary['scrape_failures']} failed).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.metrics_overhead", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--viewers", type=int, default=1000)
+    parser.add_argument("--protocol", default="flv", choices=["flv", "rtmp"])
+    parser.add_argument("--duration", type=float, default=20.0, help="measurement seconds")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
+    parser.add_argument("--batch-ms", type=int, default=30, help="batch interval (the default)")
+    parser.add_argument("--scrape-every", type=float, default=1.0, help="seconds (on runs)")
+    parser.add_argument("--off-first", action="store_true", help="start with the off variant")
+    parser.add_argument("--media-seconds", type=int, default=60, help="length of the media file")
+    parser.add_argument("--out", type=Path, help="write JSON here (and .md, .log beside it)")
+    args = parser.parse_args(argv)
+    raise_nofile()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    result = asyncio.run(run_all(args))
+    text = report(result)
+    print(text)
+    if args.out:
+        doc = {
+            "argv": sys.argv,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())},
+            **result,
+        }
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
