@@ -94,14 +94,10 @@ def exported_names(result: Scrape) -> dict[str, str]:
 
 
 def check_catalog(result: Scrape, role: str) -> None:
-    """Every family scraped is in the catalog with its type; every catalog entry of `role` is
-    scraped."""
+    """A node of `role` exports exactly the catalog's entries for `role`, with their types."""
     exported = exported_names(result)
-    listed = {spec.name: spec.kind for spec in CATALOG}
-    assert {name: kind for name, kind in exported.items() if name not in listed} == {}
-    assert all(listed[name] == kind for name, kind in exported.items()), exported
-    expected = {spec.name for spec in CATALOG if role in spec.roles}
-    assert expected - set(exported) == set(), role
+    expected = {spec.name: spec.kind for spec in CATALOG if role in spec.roles}
+    assert exported == expected, role
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes]:
@@ -266,7 +262,8 @@ async def test_stream_labels_stay_bounded(make_node: NodeFactory, stream_labels:
 
 async def test_job_and_upload_metrics(make_node: NodeFactory, tmp_path: Path) -> None:
     require_program("ffmpeg")
-    good = make_video(tmp_path / "good.mp4", seconds=4, size="320x240")
+    # Long enough (a few seconds of transcoding) for the second upload to come while it runs.
+    good = make_video(tmp_path / "good.mp4", seconds=12, size="640x360")
     doomed = make_video(tmp_path / "doomed.mp4", seconds=1, size="160x120")
     async with make_node(**VOD_SETTINGS, job_max_attempts=1) as running:
         node = running.node
@@ -282,6 +279,8 @@ async def test_job_and_upload_metrics(make_node: NodeFactory, tmp_path: Path) ->
             status, second = await upload_file(http, api, headers, doomed)
             assert status == 201, second
             await node.storage.delete(source_key(second["id"]))
+            counts = await node.jobs.counts()  # the first job still runs: the second waits
+            assert (counts[JobState.RUNNING], counts[JobState.DONE]) == (1, 0)
             done = await wait_ready(http, api, headers, first["id"], 120)
             failed = await wait_ready(http, api, headers, second["id"], 120)
             assert (done["state"], failed["state"]) == ("ready", "failed")
@@ -294,7 +293,7 @@ async def test_job_and_upload_metrics(make_node: NodeFactory, tmp_path: Path) ->
     assert result.value("ripplecast_jobs", state="queued") == 0
     assert result.value("ripplecast_job_duration_seconds_count", outcome="done") == 1
     assert result.value("ripplecast_job_duration_seconds_count", outcome="failed") == 1
-    assert result.value("ripplecast_job_duration_seconds_sum", outcome="done") > 0.5
+    assert result.value("ripplecast_job_duration_seconds_sum", outcome="done") > 0
     assert result.value("ripplecast_job_failures_total", outcome="failed") == 1
     assert result.value("ripplecast_job_failures_total", outcome="retried") == 0
 
