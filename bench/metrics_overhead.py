@@ -10,7 +10,9 @@ CPU from /proc over the window), run alternately on two server variants:
 
 Runs alternate (on, off, on, off, ...) so that drift of the shared machine falls on both
 variants alike; each variant's figure is the median of its `--repeat` runs. The difference is
-(on - off) / off of the medians of the server's CPU % of a core.
+(on - off) / off of the medians of the server's CPU % of a core. Before each run the machine
+must be quiet (`bench.vod_common.wait_for_quiet`); during it, the CPU that other people's
+processes used is recorded (`others_cpu_pct`), and runs above `DISTURBED_PCT` are flagged.
 
     python -m bench.metrics_overhead --viewers 1000 --duration 20 --repeat 3 \\
         --out bench/results/metrics-2026-11-25.json
@@ -35,6 +37,10 @@ import aiohttp
 
 from bench.fanout import Server, raise_nofile, run_row
 from bench.publisher import prepare_media
+from bench.vod_common import wait_for_quiet
+
+DISTURBED_PCT = 10.0
+"""A run during which other processes used more than this % of a core is flagged."""
 
 VARIANTS = {
     "on": {"RIPPLECAST_METRICS_ENABLED": "true"},
@@ -105,6 +111,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     file=sys.stderr,
                     flush=True,
                 )
+                quiet = await wait_for_quiet(args.quiet_wait)
                 seen = Scrapes()
                 during = scraper(args.scrape_every, seen) if variant == "on" else None
                 row = await run_row(
@@ -112,6 +119,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     batch_ms=args.batch_ms, media=media, env=VARIANTS[variant], during=during,
                 )  # fmt: skip
                 run = {"variant": variant, "run": attempt + 1, **asdict(row)}
+                run["quiet_wait_s"] = quiet["waited_s"]
+                run["others_cpu_pct"] = round(others_cpu_pct(run), 1)
+                run["disturbed"] = run["others_cpu_pct"] > DISTURBED_PCT
                 if variant == "on":
                     run.update(seen.summary())
                 runs.append(run)
@@ -124,6 +134,14 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if log is not None:
             log.close()
     return {"runs": runs, "summary": summarise(runs)}
+
+
+def others_cpu_pct(run: dict[str, Any]) -> float:
+    """CPU % of a core that processes other than the server, publisher and generator used
+    during the window (the machine's busy share covers every core)."""
+    machine = run["machine_busy_pct"] * (os.cpu_count() or 1)
+    ours = run["server_cpu_pct"] + run["publisher_cpu_pct"] + run["generator_cpu_pct"]
+    return max(0.0, machine - ours)
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -145,6 +163,14 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
     on, off = summary["on"]["server_cpu_pct_median"], summary["off"]["server_cpu_pct_median"]
     summary["difference_pct"] = round(100 * (on - off) / off, 2)
+    calm = {v: [r["server_cpu_pct"] for r in runs if r["variant"] == v and not r.get("disturbed")]
+            for v in VARIANTS}  # fmt: skip
+    if all(calm.values()):
+        on_calm, off_calm = statistics.median(calm["on"]), statistics.median(calm["off"])
+        summary["undisturbed"] = {
+            "runs": {v: len(c) for v, c in calm.items()},
+            "difference_pct": round(100 * (on_calm - off_calm) / off_calm, 2),
+        }
     summary["scrapes"] = sum(r.get("scrapes", 0) for r in runs)
     summary["scrape_failures"] = sum(r.get("failures", 0) for r in runs)
     return summary
@@ -154,8 +180,8 @@ def report(result: dict[str, Any]) -> str:
     summary = result["summary"]
     lines = [
         "| run | variant | server CPU % of a core | kept up | delay p95 ms | RSS KB/viewer"
-        " | generator CPU % | scrapes | scrape ms (median / max) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | generator CPU % | others' CPU % | scrapes | scrape ms (median / max) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["runs"]:
         scrape = (
@@ -166,7 +192,9 @@ def report(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['run']} | {r['variant']} | {r['server_cpu_pct']:.1f} |"
             f" {r['kept_up']}/{r['viewers']} | {r['delay_p95_ms']:.0f} |"
-            f" {r['rss_per_viewer_kb']:.1f} | {r['generator_cpu_pct']:.0f} | {scrape} |"
+            f" {r['rss_per_viewer_kb']:.1f} | {r['generator_cpu_pct']:.0f} |"
+            f" {r.get('others_cpu_pct', 0):.1f}{' (disturbed)' if r.get('disturbed') else ''} |"
+            f" {scrape} |"
         )
     on, off = summary["on"], summary["off"]
     lines += [
@@ -176,6 +204,12 @@ def report(result: dict[str, Any]) -> str:
         f" (runs {off['server_cpu_pct']}): difference {summary['difference_pct']:+.2f} %"
         f" ({summary['scrapes']} scrapes, {summary['scrape_failures']} failed).",
     ]
+    if "undisturbed" in summary:
+        calm = summary["undisturbed"]
+        lines.append(
+            f"Undisturbed runs only ({calm['runs']['on']} on, {calm['runs']['off']} off):"
+            f" difference {calm['difference_pct']:+.2f} %."
+        )
     return "\n".join(lines)
 
 
@@ -190,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-ms", type=int, default=30, help="batch interval (the default)")
     parser.add_argument("--scrape-every", type=float, default=1.0, help="seconds (on runs)")
     parser.add_argument("--off-first", action="store_true", help="start with the off variant")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=120.0, help="most seconds to wait for a quiet machine"
+    )
     parser.add_argument("--media-seconds", type=int, default=60, help="length of the media file")
     parser.add_argument("--out", type=Path, help="write JSON here (and .md, .log beside it)")
     args = parser.parse_args(argv)
