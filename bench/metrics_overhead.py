@@ -11,11 +11,21 @@ CPU from /proc over the window), run alternately on two server variants:
 Runs alternate (on, off, on, off, ...) so that drift of the shared machine falls on both
 variants alike; each variant's figure is the median of its `--repeat` runs. The difference is
 (on - off) / off of the medians of the server's CPU % of a core. Before each run the machine
-must be quiet (`bench.vod_common.wait_for_quiet`); during it, the CPU that other people's
-processes used is recorded (`others_cpu_pct`), and runs above `DISTURBED_PCT` are flagged.
+must be quiet (`bench.vod_common.wait_for_quiet`); during it, the CPU the machine spent on
+anything else is recorded (`others_cpu_pct`).
+
+With `--concurrent` the two variants run at the same time instead, each with its own publisher
+and viewers (this process drives both): whatever else the shared machine does then falls on
+both in the same seconds, and each run's on/off pair is compared directly.
 
     python -m bench.metrics_overhead --viewers 1000 --duration 20 --repeat 3 \\
         --out bench/results/metrics-2026-11-25.json
+
+`--scrape-cost` measures instead, in this process, the CPU one scrape costs a node (collecting
+and encoding its registry, then through HTTP) with 1, 100 and 1000 live streams: the part of
+the overhead that does not depend on the fan-out.
+
+    python -m bench.metrics_overhead --scrape-cost --out bench/results/metrics-scrape-cost.json
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -38,9 +49,6 @@ import aiohttp
 from bench.fanout import Server, raise_nofile, run_row
 from bench.publisher import prepare_media
 from bench.vod_common import wait_for_quiet
-
-DISTURBED_PCT = 10.0
-"""A run during which other processes used more than this % of a core is flagged."""
 
 VARIANTS = {
     "on": {"RIPPLECAST_METRICS_ENABLED": "true"},
@@ -102,28 +110,44 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     log = args.out.with_suffix(".log").open("a") if args.out else None
+
+    async def one(variant: str, attempt: int) -> dict[str, Any]:
+        seen = Scrapes()
+        scraping = variant == "on" and args.scrape_every > 0
+        during = scraper(args.scrape_every, seen) if scraping else None
+        row = await run_row(
+            "ripplecast", args.protocol, args.viewers, duration=args.duration,
+            batch_ms=args.batch_ms, media=media, env=VARIANTS[variant], during=during,
+        )  # fmt: skip
+        run = {"variant": variant, "run": attempt + 1, **asdict(row)}
+        if variant == "on":
+            run.update(seen.summary())
+        return run
+
     try:
         for attempt in range(args.repeat):
-            for variant in order:
-                print(
-                    f"# metrics {variant}: {args.viewers} {args.protocol} viewers"
-                    f" (run {attempt + 1}/{args.repeat})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            mode = "both at once" if args.concurrent else " then ".join(order)
+            print(
+                f"# metrics {mode}: {args.viewers} {args.protocol} viewers"
+                f" (run {attempt + 1}/{args.repeat})",
+                file=sys.stderr,
+                flush=True,
+            )
+            if args.concurrent:
                 quiet = await wait_for_quiet(args.quiet_wait)
-                seen = Scrapes()
-                during = scraper(args.scrape_every, seen) if variant == "on" else None
-                row = await run_row(
-                    "ripplecast", args.protocol, args.viewers, duration=args.duration,
-                    batch_ms=args.batch_ms, media=media, env=VARIANTS[variant], during=during,
-                )  # fmt: skip
-                run = {"variant": variant, "run": attempt + 1, **asdict(row)}
-                run["quiet_wait_s"] = quiet["waited_s"]
-                run["others_cpu_pct"] = round(others_cpu_pct(run), 1)
-                run["disturbed"] = run["others_cpu_pct"] > DISTURBED_PCT
-                if variant == "on":
-                    run.update(seen.summary())
+                pair = list(await asyncio.gather(*(one(v, attempt) for v in order)))
+                for run in pair:
+                    run["quiet_wait_s"] = quiet["waited_s"]
+                    run["others_cpu_pct"] = round(others_cpu_pct(pair), 1)
+            else:
+                pair = []
+                for variant in order:
+                    quiet = await wait_for_quiet(args.quiet_wait)
+                    run = await one(variant, attempt)
+                    run["quiet_wait_s"] = quiet["waited_s"]
+                    run["others_cpu_pct"] = round(others_cpu_pct([run]), 1)
+                    pair.append(run)
+            for run in pair:
                 runs.append(run)
                 line = json.dumps(run)
                 print("  " + line, file=sys.stderr, flush=True)
@@ -136,12 +160,13 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "summary": summarise(runs)}
 
 
-def others_cpu_pct(run: dict[str, Any]) -> float:
-    """CPU % of a core that processes other than the server, publisher and generator used
-    during the window (the machine's busy share covers every core)."""
-    machine = run["machine_busy_pct"] * (os.cpu_count() or 1)
-    ours = run["server_cpu_pct"] + run["publisher_cpu_pct"] + run["generator_cpu_pct"]
-    return max(0.0, machine - ours)
+def others_cpu_pct(runs: list[dict[str, Any]]) -> float:
+    """CPU % of a core the machine spent on anything but these runs' servers, publishers and
+    this generator during the window: other people's work, and kernel time not charged to a
+    process (the softirq of the loopback traffic, a VM's steal time)."""
+    machine = runs[0]["machine_busy_pct"] * (os.cpu_count() or 1)
+    ours = sum(r["server_cpu_pct"] + r["publisher_cpu_pct"] for r in runs)
+    return max(0.0, machine - ours - runs[0]["generator_cpu_pct"])
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,14 +188,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
     on, off = summary["on"]["server_cpu_pct_median"], summary["off"]["server_cpu_pct_median"]
     summary["difference_pct"] = round(100 * (on - off) / off, 2)
-    calm = {v: [r["server_cpu_pct"] for r in runs if r["variant"] == v and not r.get("disturbed")]
-            for v in VARIANTS}  # fmt: skip
-    if all(calm.values()):
-        on_calm, off_calm = statistics.median(calm["on"]), statistics.median(calm["off"])
-        summary["undisturbed"] = {
-            "runs": {v: len(c) for v, c in calm.items()},
-            "difference_pct": round(100 * (on_calm - off_calm) / off_calm, 2),
-        }
+    pairs = {}
+    for r in runs:
+        pairs.setdefault(r["run"], {})[r["variant"]] = r["server_cpu_pct"]
+    paired = [100 * (p["on"] - p["off"]) / p["off"] for p in pairs.values() if len(p) == 2]
+    summary["paired_differences_pct"] = [round(x, 2) for x in paired]
+    summary["paired_difference_pct_median"] = round(statistics.median(paired), 2)
     summary["scrapes"] = sum(r.get("scrapes", 0) for r in runs)
     summary["scrape_failures"] = sum(r.get("failures", 0) for r in runs)
     return summary
@@ -193,7 +216,7 @@ def report(result: dict[str, Any]) -> str:
             f"| {r['run']} | {r['variant']} | {r['server_cpu_pct']:.1f} |"
             f" {r['kept_up']}/{r['viewers']} | {r['delay_p95_ms']:.0f} |"
             f" {r['rss_per_viewer_kb']:.1f} | {r['generator_cpu_pct']:.0f} |"
-            f" {r.get('others_cpu_pct', 0):.1f}{' (disturbed)' if r.get('disturbed') else ''} |"
+            f" {r.get('others_cpu_pct', 0):.1f} |"
             f" {scrape} |"
         )
     on, off = summary["on"], summary["off"]
@@ -204,13 +227,64 @@ def report(result: dict[str, Any]) -> str:
         f" (runs {off['server_cpu_pct']}): difference {summary['difference_pct']:+.2f} %"
         f" ({summary['scrapes']} scrapes, {summary['scrape_failures']} failed).",
     ]
-    if "undisturbed" in summary:
-        calm = summary["undisturbed"]
-        lines.append(
-            f"Undisturbed runs only ({calm['runs']['on']} on, {calm['runs']['off']} off):"
-            f" difference {calm['difference_pct']:+.2f} %."
-        )
+    lines.append(
+        f"Run by run (on against the off run of the same number):"
+        f" {summary['paired_differences_pct']} %, median"
+        f" {summary['paired_difference_pct_median']:+.2f} %."
+    )
     return "\n".join(lines)
+
+
+KEYFRAME = bytes([0x17, 1, 0, 0, 0]) + bytes(995)
+"""An AVC keyframe tag body of 1000 bytes: enough for the streams to count something."""
+
+
+async def scrape_cost(streams: int, scrapes: int) -> dict[str, Any]:
+    """CPU per scrape of an in-process node with `streams` live streams (ms)."""
+    from ripplecast.app import Node
+    from ripplecast.config import Settings
+    from ripplecast.media.flv import make_packet
+
+    with tempfile.TemporaryDirectory(prefix="bench-scrape-") as tmp:
+        settings = Settings(
+            rtmp_host="127.0.0.1", rtmp_port=0, http_host="127.0.0.1", http_port=0,
+            data_dir=Path(tmp), publish_mode="open", hls_enabled=False,
+        )  # fmt: skip
+        node = Node(settings)
+        await node.start()
+        try:
+            assert node.metrics is not None
+            for n in range(streams):
+                stream = node.hub.start_publish(f"s{n}")
+                for i in range(30):
+                    stream.push(make_packet(9, 33 * i, KEYFRAME))
+            url = f"http://127.0.0.1:{node.http_port}/metrics"
+            async with aiohttp.ClientSession() as http:
+                for _ in range(10):  # warm up, and the routes have been seen
+                    async with http.get(url) as response:
+                        body = await response.read()
+                started = time.process_time()
+                for _ in range(scrapes):
+                    node.metrics.exposition()
+                collect = (time.process_time() - started) / scrapes
+                started = time.process_time()
+                for _ in range(scrapes):
+                    async with http.get(url) as response:
+                        body = await response.read()
+                over_http = (time.process_time() - started) / scrapes
+        finally:
+            await node.close()
+    return {
+        "streams": streams,
+        "collect_encode_ms": round(1000 * collect, 3),
+        "http_scrape_ms_incl_client": round(1000 * over_http, 3),
+        "body_bytes": len(body),
+    }
+
+
+async def scrape_costs() -> dict[str, Any]:
+    rows = [await scrape_cost(streams, 200 if streams < 1000 else 50) for streams in (1, 100, 1000)]
+    return {"scrape_cost": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,19 +296,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="measurement seconds")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
     parser.add_argument("--batch-ms", type=int, default=30, help="batch interval (the default)")
-    parser.add_argument("--scrape-every", type=float, default=1.0, help="seconds (on runs)")
+    parser.add_argument(
+        "--scrape-every", type=float, default=1.0, help="seconds (on runs); 0: no scraping"
+    )
     parser.add_argument("--off-first", action="store_true", help="start with the off variant")
+    parser.add_argument(
+        "--concurrent", action="store_true", help="run both variants at once, in pairs"
+    )
     parser.add_argument(
         "--quiet-wait", type=float, default=120.0, help="most seconds to wait for a quiet machine"
     )
     parser.add_argument("--media-seconds", type=int, default=60, help="length of the media file")
     parser.add_argument("--out", type=Path, help="write JSON here (and .md, .log beside it)")
+    parser.add_argument("--scrape-cost", action="store_true", help="CPU per scrape, in-process")
     args = parser.parse_args(argv)
     raise_nofile()
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if args.scrape_cost:
+        costs = asyncio.run(scrape_costs())
+        print(json.dumps(costs, indent=2))
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"argv": sys.argv, **costs}, indent=2) + "\n")
+        return
     result = asyncio.run(run_all(args))
     text = report(result)
     print(text)

@@ -1,11 +1,14 @@
 """Collectors of the node's other components, each reading counters the component keeps anyway:
 the access policy's denials, the edge VOD cache, uploads, the job queue (the one that needs a
-database query, refreshed before a scrape), the cluster heartbeat and stream claims."""
+database query, refreshed before a scrape), the cluster heartbeat and stream claims; and the
+process itself."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import time
 from collections.abc import Callable, Mapping
 
@@ -27,6 +30,9 @@ JOB_COUNTS_MAX_AGE_SECONDS = 5.0
 """Job counts younger than this are reused: many scrapers cost one query per period."""
 JOB_COUNTS_TIMEOUT_SECONDS = 2.0
 """A scrape waits this long for the job counts, then answers without them."""
+OPEN_FDS_MAX_AGE_SECONDS = 5.0
+"""The open descriptors are counted again after this long (listing them costs as much as the
+node has connections)."""
 
 
 def _value(spec: MetricSpec, value: float) -> Metric:
@@ -185,3 +191,65 @@ class ClusterCollector:
 
 
 _CLAIMS = [c.CLAIMS, c.CLAIM_REFUSALS, c.CLAIMS_LOST, c.CLAIMS_RECLAIMED]
+
+
+class ProcessMetrics:
+    """The standard `process_*` metrics, for less than prometheus_client's ProcessCollector
+    costs a server holding thousands of sockets: one read of /proc/self/stat, the descriptor
+    limit from getrlimit rather than by parsing /proc/self/limits, and the open descriptors (a
+    directory listing as long as the node has connections) counted at most every
+    `OPEN_FDS_MAX_AGE_SECONDS`. Without /proc (not Linux) it reports what it can."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._open_fds: tuple[float, int] | None = None
+        self._start: float | None = None
+        try:
+            with open("/proc/stat", "rb") as stat:
+                boot = next(float(line.split()[1]) for line in stat if line.startswith(b"btime"))
+            self._start = boot + float(self._stat()[19]) / self._ticks
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+
+    @staticmethod
+    def _stat() -> list[bytes]:
+        with open("/proc/self/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()
+
+    def describe(self) -> list[Metric]:
+        return [spec.family() for spec in _PROCESS]
+
+    def collect(self) -> list[Metric]:
+        times = os.times()
+        families = [
+            _value(c.PROCESS_CPU, times.user + times.system),
+            _value(c.PROCESS_MAX_FDS, resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+        ]
+        if self._start is not None:
+            families.append(_value(c.PROCESS_START, self._start))
+        try:
+            parts = self._stat()
+            families.append(_value(c.PROCESS_VMEM, float(parts[20])))
+            families.append(_value(c.PROCESS_RSS, float(parts[21]) * self._page))
+            families.append(_value(c.PROCESS_OPEN_FDS, self._count_open_fds()))
+        except (OSError, IndexError, ValueError):
+            pass
+        return families
+
+    def _count_open_fds(self) -> int:
+        now = self._clock()
+        if self._open_fds is None or now - self._open_fds[0] >= OPEN_FDS_MAX_AGE_SECONDS:
+            self._open_fds = (now, len(os.listdir("/proc/self/fd")))
+        return self._open_fds[1]
+
+
+_PROCESS = [
+    c.PROCESS_CPU,
+    c.PROCESS_MAX_FDS,
+    c.PROCESS_START,
+    c.PROCESS_VMEM,
+    c.PROCESS_RSS,
+    c.PROCESS_OPEN_FDS,
+]

@@ -29,7 +29,6 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ripplecast.accounts.policy import AccessPolicy
@@ -45,6 +44,7 @@ from ripplecast.metrics.components import (
     ClusterCollector,
     EdgeCacheCollector,
     JobsCollector,
+    ProcessMetrics,
     UploadsCollector,
 )
 from ripplecast.metrics.sources import PullerSource, RefusalSource, RtmpSource
@@ -94,7 +94,7 @@ class NodeMetrics:
 
     def __init__(self, settings: Settings, *, version: str) -> None:
         self.registry = registry = CollectorRegistry()
-        ProcessCollector(registry=registry)
+        registry.register(ProcessMetrics())
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         self.stream_labels = StreamLabels(

@@ -428,17 +428,39 @@ CLAIMS_RECLAIMED = MetricSpec(
     roles=("origin", "all"),
 )
 
-# --- prometheus_client's own collectors (process and Python runtime) ---------------------------
+# --- the process (the standard names; see components.ProcessMetrics) ---------------------------
+
+PROCESS_CPU = MetricSpec(
+    "process_cpu_seconds_total",
+    "counter",
+    "User and system CPU seconds of the process.",
+    standard=True,
+)
+PROCESS_RSS = MetricSpec(
+    "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", standard=True
+)
+PROCESS_VMEM = MetricSpec(
+    "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", standard=True
+)
+PROCESS_START = MetricSpec(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process (Unix seconds).",
+    standard=True,
+)
+PROCESS_OPEN_FDS = MetricSpec(
+    "process_open_fds",
+    "gauge",
+    "Open file descriptors (one per connection; counted at most every 5 s).",
+    standard=True,
+)
+PROCESS_MAX_FDS = MetricSpec(
+    "process_max_fds", "gauge", "Limit of open file descriptors (RLIMIT_NOFILE).", standard=True
+)
+
+# --- prometheus_client's own collectors (Python runtime) ---------------------------------------
 
 STANDARD = (
-    MetricSpec("process_cpu_seconds_total", "counter", "CPU seconds of the process.",
-               standard=True),
-    MetricSpec("process_resident_memory_bytes", "gauge", "Resident memory.", standard=True),
-    MetricSpec("process_virtual_memory_bytes", "gauge", "Virtual memory.", standard=True),
-    MetricSpec("process_start_time_seconds", "gauge", "Start time (Unix seconds).",
-               standard=True),
-    MetricSpec("process_open_fds", "gauge", "Open file descriptors.", standard=True),
-    MetricSpec("process_max_fds", "gauge", "Limit of open file descriptors.", standard=True),
     MetricSpec("python_info", "gauge", "Python implementation and version.",
                ("implementation", "major", "minor", "patchlevel", "version"), standard=True),
     MetricSpec("python_gc_objects_collected_total", "counter", "Objects collected by the GC.",
