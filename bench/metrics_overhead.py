@@ -26,6 +26,11 @@ and encoding its registry, then through HTTP) with 1, 100 and 1000 live streams:
 the overhead that does not depend on the fan-out.
 
     python -m bench.metrics_overhead --scrape-cost --out bench/results/metrics-scrape-cost.json
+
+`--within RATE` isolates the scrapes' share under the fan-out load: one server with metrics on,
+its window cut into `WITHIN_SLICE_SECONDS` slices that alternate between scraping at RATE per
+second and not scraping; the CPU difference of the two kinds of slice divided by the scrape
+rate is the CPU one scrape costs that loaded server.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.fanout import Server, raise_nofile, run_row
+from bench.fanout import Server, proc_cpu_seconds, raise_nofile, run_row
 from bench.publisher import prepare_media
 from bench.vod_common import wait_for_quiet
 
@@ -235,6 +240,55 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+WITHIN_SLICE_SECONDS = 5.0
+WITHIN_LEAD_SECONDS = 14.0
+"""From the publisher's start to the measurement window: warm-up, idle, ramp and settling."""
+
+
+async def within(args: argparse.Namespace) -> dict[str, Any]:
+    """Scraping on and off in alternate slices of one server's window (see `--within`)."""
+    media = prepare_media(seconds=args.media_seconds)
+    slices: list[dict[str, Any]] = []
+
+    async def alternate(server: Server) -> None:
+        url = f"http://127.0.0.1:{server.http_port}/metrics"
+        await asyncio.sleep(WITHIN_LEAD_SECONDS)
+        async with aiohttp.ClientSession() as http:
+            for n in range(int(args.duration // WITHIN_SLICE_SECONDS)):
+                scraping = n % 2 == 0
+                cpu0, t0 = proc_cpu_seconds(server.proc.pid), time.monotonic()
+                scrapes = 0
+                while time.monotonic() - t0 < WITHIN_SLICE_SECONDS:
+                    if scraping:
+                        async with http.get(url) as response:
+                            await response.read()
+                        scrapes += 1
+                    await asyncio.sleep(1 / args.within if scraping else 0.1)
+                cpu1, t1 = proc_cpu_seconds(server.proc.pid), time.monotonic()
+                cpu = 100 * (cpu1 - cpu0) / (t1 - t0)
+                slices.append({"scraping": scraping, "scrapes": scrapes, "server_cpu_pct": cpu})
+                print(f"  slice {n}: {slices[-1]}", file=sys.stderr, flush=True)
+
+    row = await run_row(
+        "ripplecast", args.protocol, args.viewers, duration=args.duration + 5,
+        batch_ms=args.batch_ms, media=media, env=VARIANTS["on"], during=alternate,
+    )  # fmt: skip
+    on = [s["server_cpu_pct"] for s in slices if s["scraping"]]
+    off = [s["server_cpu_pct"] for s in slices if not s["scraping"]]
+    rate = sum(s["scrapes"] for s in slices if s["scraping"]) / (len(on) * WITHIN_SLICE_SECONDS)
+    extra = statistics.median(on) - statistics.median(off)
+    return {
+        "slices": slices,
+        "row": asdict(row),
+        "summary": {
+            "scrapes_per_second": round(rate, 2),
+            "server_cpu_pct_scraping_median": round(statistics.median(on), 2),
+            "server_cpu_pct_not_scraping_median": round(statistics.median(off), 2),
+            "cpu_ms_per_scrape": round(10 * extra / rate, 3),
+        },
+    }
+
+
 KEYFRAME = bytes([0x17, 1, 0, 0, 0]) + bytes(995)
 """An AVC keyframe tag body of 1000 bytes: enough for the streams to count something."""
 
@@ -309,18 +363,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--media-seconds", type=int, default=60, help="length of the media file")
     parser.add_argument("--out", type=Path, help="write JSON here (and .md, .log beside it)")
     parser.add_argument("--scrape-cost", action="store_true", help="CPU per scrape, in-process")
+    parser.add_argument(
+        "--within", type=float, default=0.0, metavar="RATE", help="scrape cost under load"
+    )
     args = parser.parse_args(argv)
     raise_nofile()
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    if args.scrape_cost:
-        costs = asyncio.run(scrape_costs())
-        print(json.dumps(costs, indent=2))
+    if args.scrape_cost or args.within:
+        found = asyncio.run(scrape_costs() if args.scrape_cost else within(args))
+        print(json.dumps(found.get("summary", found), indent=2))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"argv": sys.argv, **costs}, indent=2) + "\n")
+            args.out.write_text(json.dumps({"argv": sys.argv, **found}, indent=2) + "\n")
         return
     result = asyncio.run(run_all(args))
     text = report(result)
