@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
@@ -336,7 +337,10 @@ class Server:
                 await self.proc.wait()
 
 
-async def start_server(name: str, workdir: Path, batch_ms: int, hls: bool) -> Server:
+async def start_server(
+    name: str, workdir: Path, batch_ms: int, hls: bool, env_extra: Mapping[str, str] = {}
+) -> Server:
+    """Start the server under test; `env_extra` is added to Ripplecast's environment."""
     rtmp_port, http_port = free_port(), free_port()
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
@@ -349,6 +353,7 @@ async def start_server(name: str, workdir: Path, batch_ms: int, hls: bool) -> Se
                 RIPPLECAST_RTMP_HOST="127.0.0.1",
                 RIPPLECAST_HTTP_HOST="127.0.0.1",
             )
+            env.update(env_extra)
             argv = [
                 sys.executable, "-m", "ripplecast.cli", "serve",
                 "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
@@ -490,18 +495,25 @@ async def run_row(
     warmup: float = 2.5,
     idle: float = IDLE_SECONDS,
     settle: float = SETTLE_SECONDS,
+    env: Mapping[str, str] = {},
+    during: Callable[[Server], Awaitable[None]] | None = None,
 ) -> Row:
-    """Run one measurement; every process it starts is stopped before it returns."""
+    """Run one measurement; every process it starts is stopped before it returns. `env` is
+    added to the server's environment; `during(server)` runs from the publisher's start to the
+    end of the window (e.g. a scraper), then is cancelled."""
     row = Row(server_name, protocol, viewers, batch_ms if server_name == "ripplecast" else None,
               duration)  # fmt: skip
     ramp_seconds = viewers / ramp
     publish_for = warmup + idle + ramp_seconds + FIRST_KEY_TIMEOUT + settle + duration + 30
     handles: list[Any] = []
     with tempfile.TemporaryDirectory(prefix=f"bench-{server_name}-") as tmp:
-        server = await start_server(server_name, Path(tmp), batch_ms, hls)
+        server = await start_server(server_name, Path(tmp), batch_ms, hls, env)
         publisher: asyncio.subprocess.Process | None = None
+        side: asyncio.Task[None] | None = None
         try:
             publisher = await start_publisher(server.rtmp_port, media, publish_for)
+            if during is not None:
+                side = asyncio.create_task(during(server))
             await asyncio.sleep(warmup)  # the first keyframe and GOP reach the server
             pid = server.proc.pid
             cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
@@ -591,6 +603,10 @@ async def run_row(
             if server.proc.returncode is not None:
                 row.notes.append(f"server exited with {server.proc.returncode}")
         finally:
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
             for handle in handles:
                 if handle is not None:
                     handle.abort()
@@ -708,7 +724,7 @@ async def run_all(args: argparse.Namespace) -> list[Row]:
             )
             row = await run_row(
                 server, protocol, viewers, duration=args.duration, batch_ms=batch,
-                ramp=args.ramp, hls=not args.no_hls, media=media,
+                ramp=args.ramp, hls=not args.no_hls, media=media, env=parse_env(args.env),
             )  # fmt: skip
             print("  " + json.dumps(asdict(row)), file=sys.stderr, flush=True)
             runs.append(row)
@@ -727,6 +743,17 @@ def write(path: Path, rows: list[Row], args: argparse.Namespace) -> None:
         "rows": [asdict(r) for r in rows],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """`--env KEY=VALUE` options as a mapping (for the Ripplecast server)."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env wants KEY=VALUE, not {pair!r}")
+        env[key] = value
+    return env
 
 
 def raise_nofile() -> None:
@@ -750,6 +777,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-hls", action="store_true", help="RIPPLECAST_HLS_ENABLED=false")
     parser.add_argument("--media-seconds", type=int, default=60, help="length of the media file")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add to Ripplecast's environment, e.g. RIPPLECAST_METRICS_ENABLED=false",
+    )
     args = parser.parse_args(argv)
     raise_nofile()
     with contextlib.suppress(ImportError):

@@ -53,12 +53,14 @@ from ripplecast.db.models import Role
 from ripplecast.edge.pull import EdgePuller, Origin
 from ripplecast.http.api.streams import DirectoryView, describe_stream, summary_of
 from ripplecast.http.app import LIVE_ROUTES, create_app
+from ripplecast.http.live import HTTP_FLV
 from ripplecast.http.tls_site import HttpsSite
 from ripplecast.live.hls import HlsPackager
 from ripplecast.live.hub import Hub, ListenerFactory
 from ripplecast.live.stream import LiveStream, PacketListener, StreamState
+from ripplecast.metrics import NodeMetrics
 from ripplecast.protocols.rtmp.server import RtmpServer
-from ripplecast.storage import Storage, open_edge_cache, open_storage
+from ripplecast.storage import CachingStorage, Storage, open_edge_cache, open_storage
 from ripplecast.tls import TlsError, server_tls_for
 from ripplecast.vod.ffmpeg import find_ffmpeg
 from ripplecast.vod.jobs import JobQueue
@@ -359,6 +361,9 @@ class Node:
         """The certificate of HTTPS and RTMPS (None: plain HTTP); raises `TlsError` here when
         its files cannot be used, so the node refuses to start."""
         self.first_run: FirstRun | None = None
+        self.metrics = (
+            NodeMetrics(settings, version=__version__) if settings.metrics_enabled else None
+        )
         self.hub = Hub(settings, listener_factories=self._listener_factories())
         self.secret = load_or_create_secret(settings)
         self.node_id = node_id_for(settings)
@@ -452,7 +457,7 @@ class Node:
             tls=self.tls.context if self.tls is not None else None,
         )
         vod_on = settings.vod_enabled
-        self.vod_media: Storage | None = None
+        self.vod_media: CachingStorage | None = None
         if vod_on and roles.vod_cache:
             self.vod_media = open_edge_cache(self.storage, settings)
         self.http_app = create_app(
@@ -472,7 +477,10 @@ class Node:
             live_view=DirectoryView(self.live_directory, announce_kick=self._announce_stream_kicked)
             if roles.read_directory and self.live_directory is not None
             else None,
+            metrics=self.metrics,
         )
+        if self.metrics is not None:
+            self._watch(self.metrics)
         self._runner: web.AppRunner | None = None
         self._site: web.BaseSite | None = None
         self._ready = False
@@ -480,13 +488,31 @@ class Node:
         """True once `drain()` began: /readyz says 503 and nothing new is accepted."""
         self._checked: tuple[float, dict[str, str]] = (0.0, {})
 
+    def _watch(self, metrics: NodeMetrics) -> None:
+        """Point the node's metrics at the components its role runs."""
+        roles, settings = self.roles, self.settings
+        if roles.live_http:
+            live_http = self.http_app[LIVE_ROUTES]
+            metrics.watch_live(
+                self.hub, http_flv=HTTP_FLV, rtmp=self.rtmp, live_http=live_http, puller=self.puller
+            )
+        metrics.watch_access(self.access)
+        if self.vod_media is not None:
+            metrics.watch_edge_cache(self.vod_media)
+        if settings.vod_enabled and roles.web:
+            metrics.watch_uploads(self.uploads)
+        if settings.vod_enabled and (roles.web or roles.worker):
+            metrics.watch_jobs(self.jobs)
+        metrics.watch_cluster(self.heartbeat, self.claims)
+
     def _listener_factories(self) -> list[ListenerFactory]:
         settings = self.settings
         factories: list[ListenerFactory] = []
         if settings.hls_enabled:
+            on_segment = self.metrics.segment_cut if self.metrics is not None else None
 
             def hls(stream: LiveStream) -> PacketListener:
-                return HlsPackager(stream.name, settings)
+                return HlsPackager(stream.name, settings, on_segment=on_segment)
 
             factories.append(hls)
         return factories
@@ -502,6 +528,8 @@ class Node:
         if settings.vod_enabled and settings.worker_enabled and roles.worker:
             self.worker = worker_for(settings, self.jobs, self.storage)
             self.uploads.on_queued = self.worker.wake
+            if self.metrics is not None:
+                self.metrics.watch_worker(self.worker)
             self.worker.start()
         if roles.web:
             self._background_loop(self._expire_uploads(), "upload expiry")
@@ -547,6 +575,8 @@ class Node:
         await self.heartbeat.start()
         if roles.announce_live or roles.report_viewers:
             self._live_task = asyncio.create_task(self._share_live_forever(), name="live directory")
+        if self.metrics is not None:
+            self.metrics.start()
         self._ready = True
         log.info(
             "ripplecast node %s (role %s) listening: %s%s%s port %d",
@@ -1009,4 +1039,6 @@ class Node:
         await self.storage.close()
         await self.cache.close()
         await self.db.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         await asyncio.sleep(0)

@@ -36,6 +36,8 @@ cluster_cli = typer.Typer(
     help="A cluster on this machine: origins, edges, workers and web nodes behind HAProxy.",
 )
 cli.add_typer(cluster_cli, name="cluster")
+metrics_cli = typer.Typer(no_args_is_help=True, help="What a node exports at /metrics.")
+cli.add_typer(metrics_cli, name="metrics")
 
 ConfigOption = Annotated[
     Path | None,
@@ -79,6 +81,14 @@ def config_show(
     """Print the effective settings as JSON, secrets masked."""
     settings = _settings(config, rtmp_port=rtmp_port, http_port=http_port, data_dir=data_dir)
     typer.echo(json.dumps(settings.masked(), indent=2, sort_keys=True))
+
+
+@metrics_cli.command("catalog")
+def metrics_catalog() -> None:
+    """Print every metric /metrics exports (name, type, labels, help, roles) as JSON."""
+    from ripplecast.metrics import catalog
+
+    typer.echo(json.dumps(catalog(), indent=2))
 
 
 def _database_url(settings: Settings) -> str:

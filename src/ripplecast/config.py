@@ -311,6 +311,22 @@ class Settings(BaseSettings):
         " `make` installs them.",
     )
 
+    # --- metrics -------------------------------------------------------------------------
+    metrics_enabled: bool = Field(
+        True, description="Serve Prometheus metrics at /metrics on the HTTP listener."
+    )
+    metrics_stream_labels: bool = Field(
+        True,
+        description="Per-stream series carry a stream label; false: they are summed per node"
+        " without it (for very large deployments).",
+    )
+    metrics_max_labelled_streams: int = Field(
+        500,
+        ge=1,
+        description="Most streams with their own stream label; the series of further streams"
+        ' are summed under stream="_other".',
+    )
+
     # --- webhooks ------------------------------------------------------------------------
     webhooks_enabled: bool = Field(
         True, description="Deliver events to the webhooks users register."

@@ -291,3 +291,12 @@ async def test_a_node_that_is_not_ready_gets_no_traffic(fleet: Fleet, tmp_path: 
     reader, writer = await asyncio.open_connection("127.0.0.1", fleet.layout.rtmp_ingest_port)
     assert await asyncio.wait_for(reader.read(100), 5) == b"origin-1"
     writer.close()
+
+
+async def test_metrics_are_not_served_through_the_balancer(fleet: Fleet) -> None:
+    base = f"http://127.0.0.1:{fleet.layout.http_port}"
+    async with aiohttp.ClientSession() as http:
+        for path in ("/metrics", "/metrics?x=1"):
+            async with http.get(base + path) as response:
+                assert response.status == 404, path  # a stand-in would answer 200, its name
+        assert (await _who(http, "GET", base + "/metricsfoo")).startswith("web-")

@@ -183,6 +183,7 @@ def render_haproxy_config(layout: HaproxyLayout) -> str:
             "    option http-keep-alive\n"
             "    timeout http-request 10s\n"
             "    timeout http-keep-alive 10s\n"
+            "    http-request deny deny_status 404 if { path /metrics }\n"
             "    acl media path_beg /live/ /vod/\n"
             "    use_backend edges if media\n"
             "    default_backend web\n",

@@ -170,6 +170,8 @@ class Upstream:
         )
         url = f"{origin.http.rstrip('/')}{resource}.flv"
         self.connects += 1
+        if self.connects > 1:
+            puller.reconnects += 1
         self._delivered = False
         async with puller.session.get(url, headers={HEADER: token}) as response:
             if response.status == 404:
@@ -267,6 +269,8 @@ class EdgePuller:
         self.upstreams: dict[str, Upstream] = {}
         self.events: Counter[str] = Counter()
         """Upstream outcomes by kind (not_found, upstream_broken, origin_ended, full)."""
+        self.reconnects = 0
+        """Connections opened again for an upstream that had one before (every stream)."""
         self._session: aiohttp.ClientSession | None = None
 
     @property

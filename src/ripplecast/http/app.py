@@ -26,6 +26,7 @@ from ripplecast.http.redirect import RedirectRoutes
 from ripplecast.http.request_ids import request_id_middleware
 from ripplecast.http.vod import VodRoutes
 from ripplecast.live.hub import Hub
+from ripplecast.metrics import NodeMetrics
 from ripplecast.protocols.proxy_header import TrustedProxies
 from ripplecast.storage import Storage
 from ripplecast.vod.service import Videos
@@ -51,6 +52,7 @@ def create_app(
     vod_media: Storage | None = None,
     cluster: NodeRegistry | None = None,
     live_view: LiveView | None = None,
+    metrics: NodeMetrics | None = None,
 ) -> web.Application:
     """Build the application; `ready` answers /readyz (ready?, and a JSON body saying why);
     `notify` is told about HTTP-FLV plays (on_play/on_stop), see `Notify`; `publishers` lets
@@ -61,15 +63,19 @@ def create_app(
     node registry), `/redirect/live/...` and `/redirect/vod/...` send viewers to the
     least-loaded edge and the API lists the nodes (`GET /api/v1/cluster/nodes`, admins).
     `live_view` is where the streams API and the pages learn which streams are live (a web
-    node: the cluster's live directory); without it, `hub`."""
+    node: the cluster's live directory); without it, `hub`. With `metrics`, `GET /metrics`
+    serves them and every response's latency is observed by route."""
     proxies = TrustedProxies(settings.trusted_proxies)
-    app = web.Application(
-        client_max_size=settings.api_max_body_bytes,
-        middlewares=[
-            *([client_address_middleware(proxies)] if proxies else []),
-            request_id_middleware,
-        ],
-    )
+    middlewares = [
+        *([client_address_middleware(proxies)] if proxies else []),
+        request_id_middleware,
+    ]
+    if metrics is not None:
+        middlewares.insert(0, metrics.http_middleware)  # outermost: times all the others
+    app = web.Application(client_max_size=settings.api_max_body_bytes, middlewares=middlewares)
+    if metrics is not None:
+        app.on_response_prepare.append(metrics.on_response_prepare)
+        app.router.add_get("/metrics", metrics.handle)
     live = LiveRoutes(settings, hub, authorize, notify=notify)
     live.register(app)
     app[LIVE_ROUTES] = live

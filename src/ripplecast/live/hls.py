@@ -135,8 +135,11 @@ class HlsPackager:
         settings: Settings,
         *,
         muxer_factory: Callable[[], TsMuxer] = TsMuxer,
+        on_segment: Callable[[HlsSegment], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_segment = on_segment
+        """Told about each segment as it is cut (metrics); must not raise."""
         self._target_ms = int(settings.hls_segment_seconds * 1000)
         self._window = settings.hls_window_segments
         self._max_bytes = settings.hls_max_segment_bytes
@@ -313,6 +316,8 @@ class HlsPackager:
         self._size = 0
         self._segments.append(segment)
         self._by_number[number] = segment
+        if self._on_segment is not None:
+            self._on_segment(segment)
         self._max_duration = max(self._max_duration, duration)
         while len(self._segments) > self._window + EXTRA_SEGMENTS_KEPT:
             old = self._segments.popleft()

@@ -141,6 +141,8 @@ class Uploads:
         self._busy: set[str] = set()
         self.refused: dict[str, int] = {}
         """Refusals by reason, for logs and metrics."""
+        self.bytes_received = 0
+        """Upload bytes written to the staging folder (both kinds of upload), for metrics."""
         self.on_queued: Callable[[], None] = lambda: None
         """Called after a video's job is queued (a local worker starts at once)."""
 
@@ -303,6 +305,7 @@ class Uploads:
                         )
                     await asyncio.to_thread(handle.write, chunk)
                     written += len(chunk)
+                    self.bytes_received += len(chunk)
             except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
                 # The client went away: keep what arrived, it resumes from there.
                 log.info("upload %s: body ended early (%s)", upload.public_id, exc)
@@ -369,6 +372,7 @@ class Uploads:
                             "too_large",
                         )
                     await asyncio.to_thread(handle.write, chunk)
+                    self.bytes_received += len(chunk)
             if length is not None and size != length:
                 raise self._refuse(
                     UploadError(f"the body ended after {size} of {length} bytes"), "truncated"

@@ -21,7 +21,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,6 +86,10 @@ class Worker:
         self._draining = False
         self.completed = 0
         self.failed = 0
+        self.on_job_finished: Callable[[str, float], None] = lambda outcome, seconds: None
+        """Told how each attempt ended and how many seconds it took (metrics): "done"
+        (published), "retried" (failed, queued again), "failed" (failed for good) or "lost"
+        (the lease went to another worker). Not called for an attempt cancelled by `close`."""
 
     def start(self) -> None:
         """Start the claim loops (in the running event loop)."""
@@ -133,6 +138,13 @@ class Worker:
 
     async def run_job(self, job: ClaimedJob) -> bool:
         """Do one claimed job; True if this worker published it."""
+        started = time.monotonic()
+        outcome = await self._attempt(job)
+        self.on_job_finished(outcome, time.monotonic() - started)
+        return outcome == "done"
+
+    async def _attempt(self, job: ClaimedJob) -> str:
+        """Do one claimed job; return how it ended (see `on_job_finished`)."""
         log.info(
             "worker %s: job %d (video %s), attempt %d",
             self.name,
@@ -149,15 +161,13 @@ class Worker:
         except asyncio.CancelledError:
             if renew_task.done() and isinstance(renew_task.exception(), _LeaseLost):
                 log.warning("worker %s: lost the lease of job %d; stopped", self.name, job.id)
-                return False
+                return "lost"
             raise
         except InvalidMedia as exc:
-            await self._fail(current[0], f"the source is not usable: {exc}", retryable=False)
-            return False
+            return await self._fail(current[0], f"the source is not usable: {exc}", retryable=False)
         except Exception as exc:
             log.warning("worker %s: job %d failed: %s", self.name, job.id, exc, exc_info=True)
-            await self._fail(current[0], str(exc) or type(exc).__name__, retryable=True)
-            return False
+            return await self._fail(current[0], str(exc) or type(exc).__name__, retryable=True)
         finally:
             renew_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, _LeaseLost):
@@ -200,7 +210,7 @@ class Worker:
                 await self._queue.report_progress(current[0], 0.9 + 0.1 * n / total, None)
         return result
 
-    async def _publish(self, job: ClaimedJob, result: TranscodeResult) -> bool:
+    async def _publish(self, job: ClaimedJob, result: TranscodeResult) -> str:
         async def mark_ready(session: AsyncSession, video: Video) -> None:
             video.state = VideoState.READY
             video.renditions = list(result.renditions)
@@ -216,18 +226,23 @@ class Worker:
                 len(result.renditions),
                 result.ffmpeg_version,
             )
-            return True
+            return "done"
         log.warning("worker %s: job %d was taken over; not published", self.name, job.id)
-        return False
+        return "lost"
 
-    async def _fail(self, job: ClaimedJob, reason: str, *, retryable: bool) -> None:
+    async def _fail(self, job: ClaimedJob, reason: str, *, retryable: bool) -> str:
+        """Record the failed attempt; return "retried", "failed" or "lost" (the lease)."""
         self.failed += 1
         try:
             state = await self._queue.fail(job, reason, retryable=retryable)
         except Exception:
             log.exception("worker %s: could not record the failure of job %d", self.name, job.id)
-            return
+            return "retried"  # its lease expires and it is claimed again
+        if state is None:
+            return "lost"
         if state is JobState.FAILED:
             # Never half-visible: what the failed attempts stored goes.
             with contextlib.suppress(StorageError):
                 await self._storage.delete_prefix(media_prefix(job.video_public_id))
+            return "failed"
+        return "retried"
