@@ -66,6 +66,7 @@ import aiohttp
 import redis.asyncio as redis
 
 from bench.fanout import (
+    CLK_TCK,
     FIRST_KEY_TIMEOUT,
     SATURATED,
     Server,
@@ -406,6 +407,12 @@ class ClusterRow:
     others_cpu_pct: float = 0.0
     """The rest of the machine's busy time in the window, % of a core: other people's
     processes on this shared machine, kernel threads (ksoftirqd), ss."""
+    softirq_cpu_pct: float = 0.0
+    """Software-interrupt time of the whole machine (/proc/stat), % of a core: loopback TCP
+    delivery. Part of it runs in the senders' context and is in their CPU too; the rest runs
+    in ksoftirqd or interrupts the idle task, and is in no process's figures."""
+    others_top: list[str] = field(default_factory=list)
+    """The processes outside the benchmark that used the most CPU in the window."""
     quiet_wait_s: float = 0.0
     """How long the run waited for a quiet machine before starting."""
     saturated: bool = False
@@ -537,11 +544,13 @@ async def _run_cluster_row(
             bytes0 = sum(v.bytes for v in people)
             cpu0 = [cpu_seconds(p) for p in pids]
             g0, p0, m0 = self_cpu_seconds(), sum(proc_cpu_split(publisher.pid)), machine_busy()
+            every0, soft0 = every_process_cpu(), softirq_seconds()
             w0 = time.monotonic()
             await asyncio.sleep(duration)
             w1 = time.monotonic()
             cpu1 = [cpu_seconds(p) for p in pids]
             g1, p1, m1 = self_cpu_seconds(), sum(proc_cpu_split(publisher.pid)), machine_busy()
+            every1, soft1 = every_process_cpu(), softirq_seconds()
             wall_end = time.time()
             for v in people:
                 v.sampling = False
@@ -571,6 +580,9 @@ async def _run_cluster_row(
                 - row.generator_cpu_pct
                 - row.publisher_cpu_pct
             )
+            row.softirq_cpu_pct = 100 * (soft1 - soft0) / span
+            ours = {os.getpid(), publisher.pid, *pids}
+            row.others_top = busiest_others(every0, every1, ours, span)
             row.saturated = row.generator_cpu_pct > SATURATED
             summarise_viewers(row, people, ts0, span, wall_end)
             for spec, server in deployment.nodes:
@@ -592,6 +604,63 @@ async def _run_cluster_row(
                 await delete_keys(prefix)
             await asyncio.sleep(0.2)  # let aborted transports finish closing
     return row
+
+
+def every_process_cpu() -> dict[int, tuple[str, float]]:
+    """Name and CPU seconds of every readable process: utime + stime (threads included) plus
+    cutime + cstime (its children that ended and were reaped)."""
+    found: dict[int, tuple[str, float]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # it ended meanwhile
+        name = text[text.find("(") + 1 : text.rfind(")")]
+        values = text.rsplit(")", 1)[1].split()
+        ticks = sum(int(v) for v in values[11:15])
+        found[int(entry.name)] = (name, ticks / CLK_TCK)
+    return found
+
+
+def busiest_others(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    ours: set[int],
+    span: float,
+    count: int = 4,
+) -> list[str]:
+    """The `count` processes outside `ours` that used the most CPU between the readings
+    (with their reaped children; a process that started meanwhile counts in full)."""
+    used = [
+        (seconds - (before[pid][1] if pid in before else 0.0), name, pid)
+        for pid, (name, seconds) in after.items()
+        if pid not in ours
+    ]
+    used.sort(reverse=True)
+    return [
+        f"{command_line(pid, name)}: {100 * cpu / span:.0f} %"
+        for cpu, name, pid in used[:count]
+        if cpu
+    ]
+
+
+def command_line(pid: int, name: str, chars: int = 80) -> str:
+    """The start of `pid`'s command line, or `name` (a kernel thread, or it ended)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        argv = ""
+    return (argv or f"[{name}]")[:chars]
+
+
+def softirq_seconds() -> float:
+    """Software-interrupt time of all CPUs so far (/proc/stat), in seconds."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[7]) / CLK_TCK
 
 
 def print_logs(workdir: Path, chars: int = 3000) -> None:
