@@ -96,7 +96,9 @@ async def wait_playing(page: Page, *, timeout_s: float = 20, advance_s: float = 
     moved = f"v.currentTime >= {start + advance_s}"
     await wait_for_player(page, moved, timeout_s=advance_s * 4 + 5)
     state = await player_state(page)
-    assert state["readyState"] >= 3, state
+    # At the live edge the buffer may be drained for an instant (HAVE_CURRENT_DATA, 2) between
+    # two fragments on a busy machine; what counts is that it plays and has a picture.
+    assert state["readyState"] >= 2 and not state["paused"], state
     return state["currentTime"]
 
 
