@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from support import free_port
+
 # As in support.py, read here directly so that this module imports no Ripplecast code.
 REQUIRE_SERVICES = os.environ.get("RIPPLECAST_REQUIRE_SERVICES") == "1"
 
@@ -38,13 +39,6 @@ START_TIMEOUT = 30.0
 """Seconds moto_server has to answer (it imports a lot on start)."""
 STOP_TIMEOUT = 5.0
 _START_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listened on a moment ago (also usable as a closed port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def moto_server_program() -> Path:

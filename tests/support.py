@@ -325,3 +325,12 @@ async def require_redis() -> None:
         pytest.skip(f"Redis not reachable at {REDIS}: {exc}")
     finally:
         await cache.close()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listened on a moment ago (also usable as a closed port)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

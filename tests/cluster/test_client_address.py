@@ -15,15 +15,9 @@ import aiohttp
 from ripplecast.db.models import Visibility
 from ripplecast.devcluster import HaproxyLayout, Server, render_haproxy_config, server_states
 from ripplecast.devcluster.processes import spawn, stop_groups
-from support import NodeFactory, Process, RunningNode, ffmpeg_publish_args, wait_until
+from support import NodeFactory, Process, RunningNode, ffmpeg_publish_args, free_port, wait_until
 
 CLIENT = "127.0.0.2"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,7 @@ from support import (
     REQUIRE_SERVICES,
     Process,
     ffmpeg_publish_args,
+    free_port,
     require_program,
     require_redis,
     run,
@@ -310,14 +311,6 @@ async def _is(value: Any, expected: str) -> bool:
 
 async def _absent(members: Any, node_id: str) -> bool:
     return node_id not in await members
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:

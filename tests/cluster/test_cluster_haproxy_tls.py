@@ -7,7 +7,6 @@ HTTPS, while the node itself speaks plain RTMP and HTTP and marks cookies Secure
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +22,15 @@ from ripplecast.devcluster import (
     server_states,
 )
 from ripplecast.devcluster.processes import spawn, stop_groups
-from support import NodeFactory, Process, ffmpeg_publish_args, require_program, run, wait_until
+from support import (
+    NodeFactory,
+    Process,
+    ffmpeg_publish_args,
+    free_port,
+    require_program,
+    run,
+    wait_until,
+)
 from tls_support import TestCA
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "haproxy"
@@ -52,12 +59,6 @@ def test_the_shipped_tls_frontends_pass_haproxy_check(haproxy: str, tmp_path: Pa
     pem.unlink()
     with pytest.raises(DevClusterError, match=str(pem)):
         check_config(haproxy, config)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def log_in(http: aiohttp.ClientSession, base: str) -> str:

@@ -15,7 +15,6 @@ import hashlib
 import re
 import shutil
 import signal
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from support import (
     REQUIRE_SERVICES,
     NodeFactory,
     Process,
+    free_port,
     require_program,
     run,
     start_publisher,
@@ -56,12 +56,6 @@ def nginx_program() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def render_template(*, listen: str, origin: str, cache_dir: Path, log_dir: Path) -> str:

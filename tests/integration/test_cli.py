@@ -6,21 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from support import Process, ffmpeg_publish_args, require_program, run
+from support import Process, ffmpeg_publish_args, free_port, require_program, run
 
 RIPPLECAST = [sys.executable, "-m", "ripplecast.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def env(**extra: str) -> dict[str, str]:

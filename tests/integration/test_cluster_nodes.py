@@ -26,6 +26,7 @@ from support import (
     NodeFactory,
     Process,
     ffmpeg_publish_args,
+    free_port,
     require_program,
     require_redis,
     run,
@@ -336,14 +337,6 @@ async def test_edge_serves_vod_from_its_cache_with_one_fetch_per_segment(
         ffmpeg = require_program("ffmpeg")
         code, _, err = await run([ffmpeg, "-v", "error", "-i", master, "-f", "null", "-"], 60)
         assert code == 0 and not err.strip(), err.decode()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_edge_processes_share_their_ports_with_reuse_port(make_node: NodeFactory) -> None:

@@ -26,17 +26,12 @@ from support import (
     NodeFactory,
     Process,
     ffmpeg_publish_args,
+    free_port,
     start_publisher,
     wait_until,
 )
 
 RIPPLECAST = [sys.executable, "-m", "ripplecast.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def get(url: str, **kw: Any) -> tuple[int, dict[str, Any] | str, CIMultiDict[str]]:
