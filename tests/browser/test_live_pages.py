@@ -60,6 +60,9 @@ async def test_live_stream_plays_over_hls_and_http_flv(make_node: NodeFactory, p
             assert len(await quality_labels(page)) == variants
             assert await page.evaluate("() => window.ripplecast.player.levels.length") == variants
 
+            # Leave the HLS page first: its player may have a fetch in flight that would land
+            # after the list is cleared.
+            await page.goto("about:blank")
             requests.clear()
             await page.goto(f"{base}/c/lenalive?p=flv")
             await wait_playing(page)
