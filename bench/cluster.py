@@ -54,6 +54,7 @@ import re
 import secrets
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +69,7 @@ import redis.asyncio as redis
 from bench.fanout import (
     CLK_TCK,
     FIRST_KEY_TIMEOUT,
+    ROOT,
     SATURATED,
     Server,
     Viewer,
@@ -537,7 +539,9 @@ async def _run_cluster_row(
 
             # --- the measurement window ---
             http_ports = sorted({spec.http_port for spec, _ in deployment.nodes})
+            tcp_start = time.monotonic()
             tcp0 = await connections(http_ports, pids=False)
+            tcp_start = (tcp_start + time.monotonic()) / 2
             for v in people:
                 v.sampling = True
             ts0 = [v.last_ts for v in people]
@@ -556,12 +560,21 @@ async def _run_cluster_row(
                 v.sampling = False
             rss = [proc_rss_kb(p) for p in pids]
             bytes1 = sum(v.bytes for v in people)
+            tcp_end = time.monotonic()
             tcp1 = await connections(http_ports, pids=True)
+            tcp_end = (tcp_end + time.monotonic()) / 2
             reported = {info.node_id: info for info in await registry.nodes()}
             span = w1 - w0
 
             summarise_processes(
-                deployment, figures, (cpu0, cpu1), rss, (tcp0, tcp1), reported, span
+                deployment,
+                figures,
+                (cpu0, cpu1),
+                rss,
+                (tcp0, tcp1),
+                reported,
+                span,
+                tcp_span=tcp_end - tcp_start,
             )
             row.processes = figures
             row.servers_cpu_pct = sum(f.cpu_pct for f in figures)
@@ -678,8 +691,12 @@ def summarise_processes(
     tcp: tuple[dict[tuple[str, str], Connection], dict[tuple[str, str], Connection]],
     reported: dict[str, NodeInfo],
     span: float,
+    *,
+    tcp_span: float,
 ) -> None:
-    """Fill each process's figures from the window's two readings."""
+    """Fill each process's figures from the window's two readings: `span` seconds between the
+    CPU readings, `tcp_span` between the middles of the two `ss` readings (which a busy
+    machine can delay by seconds)."""
     before, after = tcp
     for index, (spec, server) in enumerate(deployment.nodes):
         fig = figures[index]
@@ -699,7 +716,7 @@ def summarise_processes(
         for key, c in mine:
             start = before.get(key)
             sent += c.bytes_acked - (start.bytes_acked if start is not None else 0)
-        fig.egress_mbit = sent * 8 / span / 1e6
+        fig.egress_mbit = sent * 8 / tcp_span / 1e6
         info = reported.get(spec.node_id)
         if info is not None:
             fig.reported_viewers = info.load.viewers
@@ -941,12 +958,30 @@ def write(path: Path, args: argparse.Namespace, runs: list[ClusterRow]) -> None:
         commands.append(sys.argv)
     doc[section] = {
         "commands": commands,
+        "commit": git_commit(),
         "args": {k: str(v) for k, v in vars(args).items()},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": [asdict(r) for r in summarise_runs(runs)],
         "runs": [asdict(r) for r in runs],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def git_commit() -> str:
+    """The checked-out commit of this repository (+ "-dirty" with local changes), or ""."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("-dirty" if dirty else "")
 
 
 def report(rows: list[ClusterRow], scenario: str) -> str:
