@@ -886,6 +886,49 @@ def ratios(rows: list[ClusterRow]) -> str:
     return "\n".join(lines)
 
 
+def paired_ratios(runs: list[ClusterRow]) -> str:
+    """Each undisturbed cluster run against the all-in-one run of its own round (the last
+    undisturbed all-in-one run of that viewer count before it, with no run of the same
+    configuration in between): medians and ranges of the per-round ratios."""
+    last_all: dict[int, int] = {}
+    last_seen: dict[tuple[str, int], int] = {}
+    pairs: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
+    for index, run in enumerate(runs):
+        key = (run.topology, run.viewers)
+        previous = last_seen.get(key, -1)
+        last_seen[key] = index
+        if disturbed(run):
+            continue
+        if run.topology == "all":
+            last_all[run.viewers] = index
+            continue
+        base_index = last_all.get(run.viewers, -1)
+        if base_index <= previous:
+            continue  # no undisturbed all-in-one run in this round
+        base = runs[base_index]
+        if not base.servers_cpu_pct:
+            continue
+        busiest = max(p.cpu_pct for p in run.processes)
+        pairs.setdefault(key, []).append(
+            (
+                run.servers_cpu_pct / base.servers_cpu_pct,
+                busiest / base.servers_cpu_pct,
+                run.delay_p50_ms - base.delay_p50_ms,
+                run.delay_p95_ms - base.delay_p95_ms,
+            )
+        )
+    lines = []
+    for (topology, viewers), found in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cpu, top, p50, p95 = ([f[i] for f in found] for i in range(4))
+        lines.append(
+            f"- {viewers} viewers, {topology}, {len(found)} rounds: all processes' CPU "
+            f"{statistics.median(cpu):.2f}x ({min(cpu):.2f}-{max(cpu):.2f}), busiest process "
+            f"{statistics.median(top):.2f}x ({min(top):.2f}-{max(top):.2f}), delay p50 "
+            f"{statistics.median(p50):+.0f} ms, p95 {statistics.median(p95):+.0f} ms"
+        )
+    return "\n".join(lines)
+
+
 # --- driver ------------------------------------------------------------------------------------
 
 
@@ -903,7 +946,8 @@ def _names(text: str) -> list[str]:
 
 async def run_scenario(args: argparse.Namespace) -> list[ClusterRow]:
     """Every configuration once per round, `--repeat` rounds (so a noisy spell on this shared
-    machine does not land on every run of one configuration); medians per configuration."""
+    machine does not land on every run of one configuration); returns every run of the section
+    (earlier ones too with `--append`)."""
     media = prepare_media(seconds=args.media_seconds)
     if args.scenario == "egress":
         configs = [("shared-port", n) for n in _ints(args.viewers)]
@@ -934,7 +978,7 @@ async def run_scenario(args: argparse.Namespace) -> list[ClusterRow]:
                     write(args.out, args, runs)
                 if not disturbed(row):
                     break
-    return summarise_runs(runs)
+    return runs
 
 
 def earlier_runs(path: Path | None, section: str) -> list[ClusterRow]:
@@ -984,13 +1028,17 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def report(rows: list[ClusterRow], scenario: str) -> str:
+def report(rows: list[ClusterRow], scenario: str, runs: list[ClusterRow] | None = None) -> str:
+    """The Markdown tables of `rows`; with `runs`, the per-round ratios too."""
     if scenario == "egress":
         return egress_table(rows)
     text = topology_table(rows)
     extra = ratios(rows)
     if extra:
-        text += "\n\nAgainst the all-in-one process in the same run:\n" + extra
+        text += "\n\nMedians against the all-in-one medians:\n" + extra
+    paired = paired_ratios(runs or [])
+    if paired:
+        text += "\n\nPer round, against the all-in-one run of the same round:\n" + paired
     return text
 
 
@@ -1038,9 +1086,10 @@ def main(argv: list[str] | None = None) -> None:
         doc = json.loads(args.out.read_text())
         for section, results in doc.items():
             if section != "machine":
-                rows = summarise_runs([row_from_dict(r) for r in results["runs"]])
+                runs = [row_from_dict(r) for r in results["runs"]]
+                rows = summarise_runs(runs)
                 results["rows"] = [asdict(r) for r in rows]
-                print(f"## {section}\n\n{report(rows, rows[0].scenario)}\n")
+                print(f"## {section}\n\n{report(rows, rows[0].scenario, runs)}\n")
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
         return
     if args.viewers is None:
@@ -1050,8 +1099,8 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    rows = asyncio.run(_main(args))
-    print(report(rows, args.scenario))
+    runs = asyncio.run(_main(args))
+    print(report(summarise_runs(runs), args.scenario, runs))
 
 
 if __name__ == "__main__":
