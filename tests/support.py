@@ -334,3 +334,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def reachable_redis() -> Any:
+    """A raw redis-py client of `REDIS` for tests that look behind the cache (keys, TTLs,
+    CLIENT KILL); skips (fails, when services are required) if Redis does not answer."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        message = f"Redis not reachable at {REDIS}: {exc}"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    return client

@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 import requests
 import schemathesis
 from aiohttp import web
@@ -48,7 +47,7 @@ from ripplecast.http.api import install_api
 from ripplecast.http.api.cluster import cluster_router
 from ripplecast.http.app import create_app
 from ripplecast.http.redirect import RedirectRoutes
-from support import REQUIRE_SERVICES, NodeFactory
+from support import NodeFactory, reachable_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -66,19 +65,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def _redis_admin() -> aioredis.Redis:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        message = f"Redis not reachable at 127.0.0.1:6379: {exc}"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
 
 
 class Expiring:
@@ -102,7 +88,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Expiring]:
         clock = FakeClock()
         yield Expiring(MemoryCache(prefix="rctest:", clock=clock), clock)
         return
-    admin = await _redis_admin()
+    admin = await reachable_redis()
     prefix = f"rctest:{secrets.token_hex(6)}:"
     cache = RedisCache(REDIS_URL, prefix=prefix)
     try:

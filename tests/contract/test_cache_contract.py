@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from ripplecast.cache import (
     Cache,
@@ -28,7 +27,7 @@ from ripplecast.cache import (
     parse_fenced_value,
 )
 from ripplecast.errors import UsageError
-from support import REQUIRE_SERVICES
+from support import reachable_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
@@ -36,25 +35,12 @@ CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
 CacheFactory = Callable[..., Awaitable[Cache]]
 
 
-async def _reachable_redis() -> aioredis.Redis:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        message = f"Redis not reachable at 127.0.0.1:6379: {exc}"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def make_cache(request: pytest.FixtureRequest) -> AsyncIterator[CacheFactory]:
     """A factory of caches of one kind, each with a fresh prefix unless one is given; all are
     closed, and their Redis keys deleted, at teardown."""
     kind: str = request.param
-    admin = await _reachable_redis() if kind == "redis" else None
+    admin = await reachable_redis() if kind == "redis" else None
     made: list[Cache] = []
 
     async def factory(*, prefix: str | None = None, **kwargs: object) -> Cache:
@@ -98,7 +84,7 @@ async def subscriber_count(cache: Cache, channel: str) -> int:
     """How many subscribers the backend itself holds for `channel`."""
     if isinstance(cache, MemoryCache):
         return cache.subscriber_count(channel)
-    admin = await _reachable_redis()
+    admin = await reachable_redis()
     try:
         counts = await admin.pubsub_numsub(cache.prefix + channel)
         return int(counts[0][1])

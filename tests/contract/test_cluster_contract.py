@@ -48,7 +48,7 @@ from ripplecast.cluster.live import (
 from ripplecast.cluster.ownership import OWNER_KEY_PREFIX
 from ripplecast.cluster.registry import NODE_INDEX, NODE_KEY_PREFIX
 from ripplecast.errors import UsageError
-from support import REQUIRE_SERVICES
+from support import reachable_redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 UNREACHABLE_URL = "redis://127.0.0.1:1/0"
@@ -120,23 +120,10 @@ class Backend:
             await self._admin.aclose()
 
 
-async def _reachable_redis() -> aioredis.Redis:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        message = f"Redis not reachable at 127.0.0.1:6379: {exc}"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     kind: str = request.param
-    admin = await _reachable_redis() if kind == "redis" else None
+    admin = await reachable_redis() if kind == "redis" else None
     made = Backend(kind, admin)
     try:
         yield made
